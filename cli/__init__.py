@@ -1,0 +1,1 @@
+"""simkit command-line interface (import name: simkit_cli)."""

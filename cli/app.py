@@ -1,0 +1,48 @@
+"""The ``simkit`` command: a thin typer app over the library.
+
+Data goes to stdout (JSON / JSONL), progress bars and logs to stderr. Exit codes: 0 success,
+1 an error in the input, a model or an artifact (one line on stderr naming what and where),
+2 a usage error (bad option or argument).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import typer
+
+from . import encode as _encode
+from . import info as _info
+
+app = typer.Typer(
+    name="simkit",
+    help="Chinese sentence embeddings and semantic search (SimBERT / RoFormer-Sim, "
+    "BERT-whitening, FAISS / LSH, Chinese STS evaluation).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+@app.callback()
+def _root(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="More logging on stderr."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only errors on stderr; no progress bars."),
+) -> None:
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(message)s", force=True)
+    for noisy in ("transformers", "huggingface_hub", "urllib3", "filelock"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+
+
+_encode.register(app)
+_info.register(app)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,43 @@
+"""What every command shares: error handling, JSON output, option types."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from typing import Any, Callable
+
+import typer
+
+from simkit.errors import SimkitError
+
+log = logging.getLogger("simkit.cli")
+
+
+def handle_errors(fn: Callable) -> Callable:
+    """Turn simkit's errors (and missing extras) into one stderr line and exit code 1."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (SimkitError, ImportError) as e:
+            typer.echo(f"simkit: error: {e}", err=True)
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+def echo_json(obj: Any, pretty: bool = True) -> None:
+    """Data on stdout: one JSON document (pretty) or one JSONL line."""
+    text = json.dumps(obj, ensure_ascii=False, indent=2 if pretty else None)
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def progress_enabled() -> bool:
+    return logging.getLogger().getEffectiveLevel() <= logging.INFO
+
+
+MODEL_HELP = "Model: a simkit model dir, a Hugging Face dir, or a hub id. Default: the bundled model (or $SIMKIT_MODEL)."

@@ -1,0 +1,1 @@
+"""simkit evaluation harness (import name: simkit_eval)."""

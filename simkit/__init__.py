@@ -1,0 +1,3 @@
+"""simkit: Chinese sentence embeddings and semantic search."""
+
+__version__ = "0.1.0"

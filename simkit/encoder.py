@@ -1,0 +1,230 @@
+"""Sentence vectors in the manner of sentence-transformers.
+
+>>> enc = Encoder("path/to/model")                      # doctest: +SKIP
+>>> enc.encode("今天天气不错").shape                     # (768,)
+>>> enc.encode(["今天天气不错", "明天下雨"]).shape        # (2, 768) float32
+
+Batches are formed over length-sorted texts with dynamic padding (padding to a fixed length
+is ~6x slower on CPU) and the original order is restored, so a vector does not depend on the
+batch it was computed in. ``dtype='bf16'`` runs the model in bfloat16 (2.5-3.5x faster on
+CPUs with AMX); pooling is always done in float32.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from typing import Literal, Sequence
+
+import numpy as np
+import torch
+
+from .errors import InputError, check_choice
+from .models.checkpoint import ModelInfo, load_model, save_model
+from .models.simbert import SimBertModel
+from .pooling import check_pooling, pool
+from .tokenization import Tokenizer
+
+logger = logging.getLogger(__name__)
+
+DType = Literal["fp32", "bf16"]
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def default_model_path() -> str:
+    """The model used when none is named: ``$SIMKIT_MODEL`` or the bundled default."""
+    from . import assets  # noqa: PLC0415
+
+    return os.environ.get("SIMKIT_MODEL") or assets.default_model_dir()
+
+
+class Encoder:
+    """Encode texts into sentence vectors with a SimBERT / RoFormer-Sim / BERT model.
+
+    Parameters mirror sentence-transformers where they overlap. ``pooling`` and
+    ``max_seq_length`` default to what the model's config says. ``num_threads`` sets
+    torch's (process-wide) intra-op thread count.
+    """
+
+    def __init__(
+        self,
+        model_name_or_path: str | os.PathLike | None = None,
+        *,
+        pooling: str | None = None,
+        max_seq_length: int | None = None,
+        dtype: DType = "fp32",
+        device: str | None = None,
+        num_threads: int | None = None,
+        pre_tokenize: str | None = None,
+    ):
+        path = model_name_or_path if model_name_or_path is not None else default_model_path()
+        model, tokenizer, info = load_model(path, pre_tokenize=pre_tokenize)
+        self.model_path = str(path)
+        self._init(model, tokenizer, info, pooling, max_seq_length, dtype, device, num_threads)
+
+    @classmethod
+    def from_model(
+        cls,
+        model: SimBertModel,
+        tokenizer: Tokenizer,
+        info: ModelInfo,
+        *,
+        pooling: str | None = None,
+        max_seq_length: int | None = None,
+        dtype: DType = "fp32",
+        device: str | None = None,
+    ) -> "Encoder":
+        """Wrap an in-memory model (e.g. during training) without a round trip to disk."""
+        self = cls.__new__(cls)
+        self.model_path = info.source
+        self._init(model, tokenizer, info, pooling, max_seq_length, dtype, device, None)
+        return self
+
+    def _init(self, model, tokenizer, info, pooling, max_seq_length, dtype, device, num_threads):
+        check_choice("dtype", dtype, tuple(DTYPES))
+        self.pooling = pooling or info.pooling
+        check_pooling(self.pooling)
+        if self.pooling == "pooler" and model.pooler is None:
+            raise InputError(
+                f"model {info.source!r} has no pooler; choose pooling 'cls', 'last-avg' or 'first-last-avg'"
+            )
+        self.max_seq_length = int(max_seq_length or info.max_seq_length)
+        max_pos = model.config.max_position_embeddings
+        if not 3 <= self.max_seq_length <= max_pos:
+            raise InputError(
+                f"max_seq_length={self.max_seq_length} is out of range; expected 3..{max_pos} for this model"
+            )
+        if num_threads is not None:
+            torch.set_num_threads(int(num_threads))
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.dtype = dtype
+        self.model = model.to(self.device, DTYPES[dtype]).eval()
+        self.tokenizer = tokenizer
+        self.info = info
+        self.last_encode_info_: dict = {}
+
+    # -- properties -----------------------------------------------------------------
+    def get_sentence_embedding_dimension(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    @property
+    def model_card(self) -> dict:
+        """What this encoder is, for manifests and index configs."""
+        return {
+            "model": self.model_path,
+            "source": self.info.source,
+            "backbone": self.info.backbone,
+            "pooling": self.pooling,
+            "max_seq_length": self.max_seq_length,
+            "dtype": self.dtype,
+            "dim": self.get_sentence_embedding_dimension(),
+        }
+
+    # -- encoding -------------------------------------------------------------------
+    def encode(
+        self,
+        sentences: str | Sequence[str],
+        batch_size: int = 32,
+        show_progress_bar: bool | None = None,
+        normalize_embeddings: bool = False,
+        convert_to_numpy: bool = True,
+        max_seq_length: int | None = None,
+    ) -> np.ndarray | torch.Tensor:
+        """Vectors of ``sentences``: (d,) for a str, (n, d) float32 for a list.
+
+        Texts longer than ``max_seq_length`` tokens are truncated and a warning says how many;
+        the count is also kept in ``self.last_encode_info_``.
+        """
+        single = isinstance(sentences, str)
+        out = self.encode_poolings(
+            [sentences] if single else sentences,
+            [self.pooling],
+            batch_size=batch_size,
+            show_progress_bar=show_progress_bar,
+            normalize_embeddings=normalize_embeddings,
+            max_seq_length=max_seq_length,
+        )[self.pooling]
+        if single:
+            out = out[0]
+        return out if convert_to_numpy else torch.from_numpy(out)
+
+    def encode_poolings(
+        self,
+        sentences: Sequence[str],
+        poolings: Sequence[str],
+        batch_size: int = 32,
+        show_progress_bar: bool | None = None,
+        normalize_embeddings: bool = False,
+        max_seq_length: int | None = None,
+    ) -> dict[str, np.ndarray]:
+        """One forward pass, several poolings: ``{pooling: (n, d) float32}``."""
+        check_pooling(poolings)
+        if isinstance(sentences, str) or not all(isinstance(s, str) for s in sentences):
+            bad = sentences if isinstance(sentences, str) else next(s for s in sentences if not isinstance(s, str))
+            raise InputError(f"encode_poolings expects a list of str; got an element {bad!r}")
+        if batch_size < 1:
+            raise InputError(f"batch_size={batch_size}; expected a positive integer")
+        if "pooler" in poolings and self.model.pooler is None:
+            raise InputError("pooling 'pooler' needs a model with a pooler; this one has none")
+        max_len = int(max_seq_length or self.max_seq_length)
+        n = len(sentences)
+        dim = self.get_sentence_embedding_dimension()
+        out = {p: np.empty((n, dim), dtype=np.float32) for p in poolings}
+        ids, n_trunc = self.tokenizer.encode_batch(sentences, max_len) if n else ([], 0)
+        self.last_encode_info_ = {"n": n, "truncated": n_trunc, "max_seq_length": max_len}
+        if n_trunc:
+            warnings.warn(
+                f"{n_trunc} of {n} texts were longer than max_seq_length={max_len} tokens "
+                "and were truncated",
+                stacklevel=2,
+            )
+        # Longest first: the slowest batch runs first and memory peaks early, not late.
+        order = np.argsort([-len(x) for x in ids], kind="stable")
+        if show_progress_bar is None:
+            show_progress_bar = logger.getEffectiveLevel() <= logging.INFO and n > batch_size
+        bar = _progress(n, show_progress_bar)
+        pad = self.tokenizer.pad_token_id
+        with torch.inference_mode():
+            for start in range(0, n, batch_size):
+                idx = order[start : start + batch_size]
+                batch = [ids[i] for i in idx]
+                width = max(len(x) for x in batch)
+                input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
+                mask = torch.zeros((len(batch), width), dtype=torch.long)
+                for row, x in enumerate(batch):
+                    input_ids[row, : len(x)] = torch.tensor(x)
+                    mask[row, : len(x)] = 1
+                input_ids, mask = input_ids.to(self.device), mask.to(self.device)
+                hs = self.model(input_ids, mask).hidden_states
+                for p in poolings:
+                    v = pool(p, hs, mask, self.model.pool_cls if p == "pooler" else None)
+                    if normalize_embeddings:
+                        v = torch.nn.functional.normalize(v, dim=-1)
+                    out[p][idx] = v.float().cpu().numpy()
+                bar.update(len(batch))
+        bar.close()
+        return out
+
+    def similarity(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Cosine similarity matrix (n, m) between two sets of vectors."""
+        a = a / np.maximum(np.linalg.norm(a, axis=-1, keepdims=True), 1e-12)
+        b = b / np.maximum(np.linalg.norm(b, axis=-1, keepdims=True), 1e-12)
+        return a @ b.T
+
+    # -- persistence ----------------------------------------------------------------
+    def save(self, path: str | os.PathLike, overwrite: bool = False, dtype: str = "fp32") -> None:
+        """Save as a simkit model directory (pooling and max_seq_length included)."""
+        info = ModelInfo(**{**self.info.__dict__, "pooling": self.pooling,
+                            "max_seq_length": self.max_seq_length})
+        model = self.model.to(torch.float32)
+        try:
+            save_model(model, self.tokenizer, info, path, overwrite=overwrite, dtype=dtype)
+        finally:
+            self.model.to(DTYPES[self.dtype])
+
+
+def _progress(total: int, enabled: bool):
+    from tqdm.auto import tqdm  # noqa: PLC0415
+
+    return tqdm(total=total, disable=not enabled, unit="sent", desc="encode", leave=False)

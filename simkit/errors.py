@@ -1,0 +1,25 @@
+"""Exceptions shared by every layer.
+
+The CLI turns any :class:`SimkitError` into a one-line message on stderr and exit code 1,
+so messages here must stand alone: name the file / line / value and what was expected.
+"""
+
+from __future__ import annotations
+
+
+class SimkitError(Exception):
+    """Base class of the errors simkit raises on purpose."""
+
+
+class InputError(SimkitError, ValueError):
+    """Bad user input: a file, a line, a value or an argument."""
+
+
+class FormatError(SimkitError):
+    """A saved artifact (model, embeddings, index, transform) that cannot be loaded."""
+
+
+def check_choice(name: str, value: object, valid: tuple | list) -> None:
+    """Raise :class:`InputError` echoing ``value`` and listing ``valid`` when it is not one of them."""
+    if value not in valid:
+        raise InputError(f"unknown {name} {value!r}; expected one of: {', '.join(map(str, valid))}")
