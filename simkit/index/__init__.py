@@ -1,0 +1,1 @@
+"""Vector indexes: FAISS (VectorIndex) and sign-random-projection LSH (LSHIndex)."""

@@ -1,0 +1,1 @@
+"""Training: the SimBERT / RoFormer-Sim objectives and CoSENT."""
