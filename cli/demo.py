@@ -26,8 +26,8 @@ def run(*args: str) -> str:
 
 
 def tiny_model(out: Path) -> str:
-    from simkit.models.checkpoint import ModelInfo, save_model  # noqa: PLC0415
-    from simkit.models.factory import build_vocab, new_model  # noqa: PLC0415
+    from simkit.models.checkpoint import ModelInfo, save_model
+    from simkit.models.factory import build_vocab, new_model
 
     texts = assets.demo_corpus().read_text(encoding="utf-8").splitlines()
     model, tok = new_model("roformer", build_vocab(texts), seed=0, hidden_size=64, num_layers=2)

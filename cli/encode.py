@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 import warnings
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import typer
@@ -37,22 +36,22 @@ Example:  simkit encode faq.txt --model my-model -o emb/   (then: simkit index b
 def encode(
     input: Path = typer.Argument(..., help="Corpus file: .txt, .jsonl, .tsv or .csv."),
     output: Path = typer.Option(..., "--output", "-o", help="Output directory (created atomically)."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help=MODEL_HELP),
-    pooling: Optional[str] = typer.Option(
+    model: str | None = typer.Option(None, "--model", "-m", help=MODEL_HELP),
+    pooling: str | None = typer.Option(
         None, "--pooling", "-p", help=f"One of {', '.join(POOLINGS)}. Default: the model's."
     ),
     fmt: str = typer.Option("auto", "--format", help="auto (from the suffix), txt, jsonl, tsv or csv."),
-    text_field: Optional[str] = typer.Option(None, "--text-field", help="JSON field / CSV column of the text (default: text)."),
-    id_field: Optional[str] = typer.Option(None, "--id-field", help="JSON field / CSV column of the id (default: id, else the line number)."),
+    text_field: str | None = typer.Option(None, "--text-field", help="JSON field / CSV column of the text (default: text)."),
+    id_field: str | None = typer.Option(None, "--id-field", help="JSON field / CSV column of the id (default: id, else the line number)."),
     batch_size: int = typer.Option(32, "--batch-size", "-b", min=1),
-    max_seq_length: Optional[int] = typer.Option(None, "--max-seq-length", help="Token limit (default: the model's); longer texts are truncated and counted."),
+    max_seq_length: int | None = typer.Option(None, "--max-seq-length", help="Token limit (default: the model's); longer texts are truncated and counted."),
     dtype: str = typer.Option("fp32", "--dtype", help="fp32, or bf16 (faster on CPUs with AMX)."),
     normalize: bool = typer.Option(False, "--normalize", help="L2-normalise the vectors."),
     chunk_size: int = typer.Option(10000, "--chunk-size", min=1, help="Texts held in memory at once."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="torch intra-op threads."),
+    threads: int | None = typer.Option(None, "--threads", help="torch intra-op threads."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it exists."),
 ) -> None:
-    from simkit.encoder import Encoder  # noqa: PLC0415  (torch import: keep --help fast)
+    from simkit.encoder import Encoder
 
     if output.exists() and not overwrite:
         raise InputError(f"{output} already exists; pass --overwrite to replace it")
@@ -64,7 +63,7 @@ def encode(
     truncated = 0
     with atomic_dir(output, overwrite=overwrite) as tmp:
         emb = np.lib.format.open_memmap(tmp / "embeddings.npy", mode="w+", dtype=np.float32, shape=(n, dim))
-        from tqdm.auto import tqdm  # noqa: PLC0415
+        from tqdm.auto import tqdm
 
         bar = tqdm(total=n, unit="sent", desc="encode", disable=not progress_enabled())
         row = 0

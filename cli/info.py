@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -17,9 +16,9 @@ def register(app: typer.Typer) -> None:
     )
 
 
-def info(model: Optional[str] = typer.Argument(None, help=MODEL_HELP)) -> None:
-    from simkit.encoder import default_model_path  # noqa: PLC0415
-    from simkit.models.checkpoint import load_model  # noqa: PLC0415
+def info(model: str | None = typer.Argument(None, help=MODEL_HELP)) -> None:
+    from simkit.encoder import default_model_path
+    from simkit.models.checkpoint import load_model
 
     path = model or default_model_path()
     m, tok, meta = load_model(path)

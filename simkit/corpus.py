@@ -18,8 +18,9 @@ import csv
 import dataclasses
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Literal
 
 from .errors import InputError, check_choice
 

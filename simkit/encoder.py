@@ -15,7 +15,8 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 import torch
@@ -34,7 +35,7 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 def default_model_path() -> str:
     """The model used when none is named: ``$SIMKIT_MODEL`` or the bundled default."""
-    from . import assets  # noqa: PLC0415
+    from . import assets
 
     return os.environ.get("SIMKIT_MODEL") or assets.default_model_dir()
 
@@ -74,7 +75,7 @@ class Encoder:
         max_seq_length: int | None = None,
         dtype: DType = "fp32",
         device: str | None = None,
-    ) -> "Encoder":
+    ) -> Encoder:
         """Wrap an in-memory model (e.g. during training) without a round trip to disk."""
         self = cls.__new__(cls)
         self.model_path = info.source
@@ -225,6 +226,6 @@ class Encoder:
 
 
 def _progress(total: int, enabled: bool):
-    from tqdm.auto import tqdm  # noqa: PLC0415
+    from tqdm.auto import tqdm
 
     return tqdm(total=total, disable=not enabled, unit="sent", desc="encode", leave=False)

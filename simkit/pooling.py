@@ -8,7 +8,8 @@ as BERT-whitening does. ``mean`` is the sentence-transformers name of ``last-avg
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import torch
 

@@ -31,7 +31,7 @@ class EmbeddingStore:
     manifest: dict
 
     @classmethod
-    def load(cls, path: str | os.PathLike, mmap: bool = True) -> "EmbeddingStore":
+    def load(cls, path: str | os.PathLike, mmap: bool = True) -> EmbeddingStore:
         path = Path(path)
         manifest = read_config(path, FORMAT, FORMAT_VERSION, filename="manifest.json")
         emb_file, ids_file = path / "embeddings.npy", path / "ids.txt"
@@ -70,7 +70,7 @@ def write_ids(file: Path, ids: list[str]) -> None:
 
 
 def write_manifest(path: Path, manifest: dict, shape: tuple[int, int]) -> None:
-    from . import __version__  # noqa: PLC0415
+    from . import __version__
 
     write_json(
         Path(path) / "manifest.json",

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal
 
 from .errors import FormatError, InputError, check_choice
 
@@ -27,7 +28,7 @@ _CJK = re.compile(r"[\u4e00-\u9fff]")
 
 def _require_jieba():
     try:
-        import jieba  # noqa: PLC0415
+        import jieba
     except ImportError:
         raise ImportError(
             "word-level models need jieba: pip install 'simkit[jieba]' (or pip install jieba)"
@@ -55,9 +56,9 @@ class Tokenizer:
 
     # -- construction ---------------------------------------------------------------
     @classmethod
-    def load(cls, path: str | os.PathLike, pre_tokenize: PreTokenize | None = None) -> "Tokenizer":
+    def load(cls, path: str | os.PathLike, pre_tokenize: PreTokenize | None = None) -> Tokenizer:
         """Load from a directory holding ``vocab.txt`` (and optionally ``tokenizer.json``)."""
-        from transformers import BertTokenizerFast  # noqa: PLC0415
+        from transformers import BertTokenizerFast
 
         path = Path(path)
         if not (path / "vocab.txt").is_file() and not (path / "tokenizer.json").is_file():
@@ -71,9 +72,9 @@ class Tokenizer:
         return cls(hf, pre_tokenize)
 
     @classmethod
-    def from_vocab(cls, tokens: Sequence[str], pre_tokenize: PreTokenize = "none") -> "Tokenizer":
+    def from_vocab(cls, tokens: Sequence[str], pre_tokenize: PreTokenize = "none") -> Tokenizer:
         """Build from a token list (special tokens first is conventional but not required)."""
-        import tempfile  # noqa: PLC0415
+        import tempfile
 
         with tempfile.TemporaryDirectory() as d:
             Path(d, "vocab.txt").write_text("\n".join(tokens) + "\n", encoding="utf-8")

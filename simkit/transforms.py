@@ -145,7 +145,7 @@ class Whitening(TransformerMixin, BaseEstimator):
 
     def _check_fitted(self):
         if not hasattr(self, "kernel_"):
-            from sklearn.exceptions import NotFittedError  # noqa: PLC0415
+            from sklearn.exceptions import NotFittedError
 
             raise NotFittedError("this Whitening is not fitted yet; call fit or partial_fit first")
 
@@ -193,7 +193,7 @@ class RandomProjection(TransformerMixin, BaseEstimator):
         X = check_matrix(X)
         n, d = X.shape
         if self.n_components == "auto":
-            from sklearn.random_projection import johnson_lindenstrauss_min_dim  # noqa: PLC0415
+            from sklearn.random_projection import johnson_lindenstrauss_min_dim
 
             k = int(johnson_lindenstrauss_min_dim(n, eps=self.eps))
             if k >= d:
@@ -221,7 +221,7 @@ class RandomProjection(TransformerMixin, BaseEstimator):
 
     def transform(self, X):
         if not hasattr(self, "components_"):
-            from sklearn.exceptions import NotFittedError  # noqa: PLC0415
+            from sklearn.exceptions import NotFittedError
 
             raise NotFittedError("this RandomProjection is not fitted yet; call fit first")
         X = check_matrix(X, dim=self.n_features_in_)

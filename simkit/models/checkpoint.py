@@ -49,7 +49,7 @@ class ModelInfo:
 
 
 def _config_class(backbone: str):
-    from transformers import BertConfig, RoFormerConfig  # noqa: PLC0415
+    from transformers import BertConfig, RoFormerConfig
 
     return BertConfig if backbone == "bert" else RoFormerConfig
 
@@ -64,7 +64,7 @@ def save_model(
     dtype: str = "fp32",
 ) -> Path:
     """Write a simkit model directory atomically; ``dtype='fp16'`` halves the file size."""
-    from safetensors.torch import save_file  # noqa: PLC0415
+    from safetensors.torch import save_file
 
     if dtype not in ("fp32", "fp16"):
         raise InputError(f"unknown storage dtype {dtype!r}; expected 'fp32' or 'fp16'")
@@ -114,7 +114,7 @@ def load_model(
 
 def _download(repo_id: str) -> Path:
     try:
-        from huggingface_hub import snapshot_download  # noqa: PLC0415
+        from huggingface_hub import snapshot_download
 
         local = snapshot_download(
             repo_id,
@@ -153,7 +153,7 @@ def _load_dir(path: Path, pre_tokenize: str | None, source: str | None = None):
 
 
 def _load_simkit(path: Path, pre_tokenize: str | None):
-    from safetensors.torch import load_file  # noqa: PLC0415
+    from safetensors.torch import load_file
 
     cfg = read_config(path, FORMAT, FORMAT_VERSION)
     backbone = cfg.get("backbone")
@@ -193,7 +193,7 @@ def _load_simkit(path: Path, pre_tokenize: str | None):
 def _read_hf_weights(path: Path) -> tuple[dict[str, torch.Tensor], Path]:
     st, pt = path / "model.safetensors", path / "pytorch_model.bin"
     if st.is_file():
-        from safetensors.torch import load_file  # noqa: PLC0415
+        from safetensors.torch import load_file
 
         try:
             return load_file(str(st)), st

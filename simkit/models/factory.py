@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import collections
 import unicodedata
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 
@@ -84,10 +84,10 @@ def make_config(
         type_vocab_size=2,
     )
     if backbone == "bert":
-        from transformers import BertConfig  # noqa: PLC0415
+        from transformers import BertConfig
 
         return BertConfig(**kw)
-    from transformers import RoFormerConfig  # noqa: PLC0415
+    from transformers import RoFormerConfig
 
     return RoFormerConfig(embedding_size=hidden_size, **kw)
 

@@ -53,10 +53,10 @@ def unilm_attention_mask(
 def build_backbone(backbone: Backbone, config) -> nn.Module:
     check_choice("backbone", backbone, BACKBONES)
     if backbone == "bert":
-        from transformers import BertModel  # noqa: PLC0415
+        from transformers import BertModel
 
         return BertModel(config, add_pooling_layer=False)
-    from transformers import RoFormerModel  # noqa: PLC0415
+    from transformers import RoFormerModel
 
     return RoFormerModel(config)
 

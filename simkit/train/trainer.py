@@ -1,0 +1,371 @@
+"""The training loop: AdamW, warmup + linear decay, clipping, checkpoints that resume exactly.
+
+>>> t = Trainer(model, tok, info, TrainConfig(objective="simbert", batch_size=32),
+...             positives=[("花呗怎么还款", "怎么还花呗")])        # doctest: +SKIP
+>>> t.train("runs/sim")   # runs/sim/model (best or last), checkpoints/, log.jsonl
+
+A checkpoint holds the model, the optimizer, the scheduler, torch's RNG state and the
+position in each data stream, so stopping after step k and resuming gives the same weights
+as an uninterrupted run. Evaluation (any ``evaluator(encoder) -> {"main_score": ...}``)
+runs at the end of every epoch and the best model is kept.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+
+from ..encoder import Encoder
+from ..errors import InputError, SimkitError, check_choice
+from ..fsutil import write_json
+from ..models.checkpoint import ModelInfo, load_model, save_model
+from ..models.simbert import SimBertModel
+from ..tokenization import Tokenizer
+from .data import LabelledPair
+from .objectives import cosent_loss, distill_loss, sentence_vectors, simbert_losses
+
+log = logging.getLogger(__name__)
+Objective = Literal["simbert", "cosent"]
+
+
+class TrainingError(SimkitError):
+    """Training had to stop (NaN loss, a checkpoint of another model, …)."""
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    objective: Objective = "simbert"
+    batch_size: int = 32            # pairs per step (SimBERT puts 2 rows per pair)
+    cosent_batch_size: int = 64     # labelled pairs per step for the CoSENT loss
+    cosent_weight: float = 0.0      # simbert objective: weight of an extra CoSENT loss
+    epochs: int = 1
+    max_steps: int | None = None
+    time_budget: float | None = None  # seconds; stop (and save) when exceeded
+    lr: float = 5e-5
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    max_grad_norm: float = 1.0
+    max_seq_length: int = 64
+    mask_prob: float = 0.0          # RoFormer-Sim: mask this fraction of segment-0 tokens
+    distill_weight: float = 0.0     # weight of the teacher-similarity distillation loss
+    seed: int = 0
+    bf16: bool = False
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 2
+    log_every: int = 10
+
+
+class Stream:
+    """Shuffled batches over a list, epoch by epoch; its position is part of a checkpoint."""
+
+    def __init__(self, n: int, batch_size: int, seed: int):
+        self.n, self.batch_size, self.seed = n, batch_size, seed
+        self.epoch, self.index = 0, 0
+
+    def _order(self) -> np.ndarray:
+        return np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
+
+    def next(self) -> tuple[np.ndarray, bool]:
+        """Indices of the next batch, and whether it ends an epoch."""
+        order = self._order()
+        idx = order[self.index : self.index + self.batch_size]
+        self.index += self.batch_size
+        end = self.index >= self.n
+        if end:
+            self.epoch, self.index = self.epoch + 1, 0
+        return idx, end
+
+    def steps_per_epoch(self) -> int:
+        return math.ceil(self.n / self.batch_size)
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "index": self.index, "n": self.n}
+
+    def load_state_dict(self, s: dict) -> None:
+        if s["n"] != self.n:
+            raise TrainingError(f"checkpoint was made on {s['n']} training items, this run has {self.n}")
+        self.epoch, self.index = s["epoch"], s["index"]
+
+
+class Trainer:
+    def __init__(
+        self,
+        model: SimBertModel,
+        tokenizer: Tokenizer,
+        info: ModelInfo,
+        config: TrainConfig,
+        positives: Sequence[tuple[str, str]] = (),
+        labelled: Sequence[LabelledPair] = (),
+        evaluator: Callable[[Encoder], dict] | None = None,
+        teacher: Encoder | None = None,
+        device: str | None = None,
+    ):
+        check_choice("objective", config.objective, ("simbert", "cosent"))
+        self.model, self.tokenizer, self.info, self.config = model, tokenizer, info, config
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.positives, self.labelled = list(positives), list(labelled)
+        self.evaluator, self.teacher = evaluator, teacher
+        if config.objective == "simbert":
+            if not self.positives:
+                raise InputError("the simbert objective needs positive pairs; the training data has none "
+                                 "(label 1, or >= the graded threshold)")
+            if model.lm_head is None or model.pooler is None:
+                raise InputError("the simbert objective needs a model with a pooler and an LM head")
+        if (config.objective == "cosent" or config.cosent_weight > 0) and len(self.labelled) < 2:
+            raise InputError("the CoSENT loss needs labelled pairs; the training data has fewer than 2")
+        if config.objective == "cosent" and len({p.label for p in self.labelled}) < 2:
+            raise InputError("the CoSENT loss needs at least two different labels; all labels are equal")
+        if config.distill_weight > 0 and teacher is None:
+            raise InputError("distill_weight > 0 needs a teacher model")
+        texts = {t for a, b in self.positives for t in (a, b)} | {t for p in self.labelled for t in (p.a, p.b)}
+        texts = sorted(texts)
+        self._ids = dict(zip(texts, tokenizer.tokenize_ids(texts), strict=True))
+        self.main = Stream(len(self.positives) if config.objective == "simbert" else len(self.labelled),
+                           config.batch_size if config.objective == "simbert" else config.cosent_batch_size,
+                           config.seed)
+        self.aux = Stream(len(self.labelled), config.cosent_batch_size, config.seed + 1) if (
+            config.objective == "simbert" and config.cosent_weight > 0) else None
+        self.step = 0
+        self.best_score: float | None = None
+
+    # -- batches ----------------------------------------------------------------------
+    def _pad(self, rows: list[list[int]], types: list[list[int]] | None = None) -> dict:
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        tt = torch.zeros_like(ids)
+        am = torch.zeros_like(ids)
+        for i, r in enumerate(rows):
+            ids[i, : len(r)] = torch.tensor(r)
+            am[i, : len(r)] = 1
+            if types is not None:
+                tt[i, : len(r)] = torch.tensor(types[i])
+        return {"input_ids": ids.to(self.device), "token_type_ids": tt.to(self.device),
+                "attention_mask": am.to(self.device)}
+
+    def _singles(self, texts: list[str]) -> dict:
+        keep = self.config.max_seq_length - 2
+        cls_, sep = self.tokenizer.cls_token_id, self.tokenizer.sep_token_id
+        return self._pad([[cls_, *self._ids[t][:keep], sep] for t in texts])
+
+    def _simbert_batch(self, idx: np.ndarray) -> dict:
+        half = (self.config.max_seq_length - 3) // 2
+        rows, types = [], []
+        for i in idx:
+            a, b = (self._ids[t][:half] for t in self.positives[i])
+            for x, y in ((a, b), (b, a)):
+                r, t = self.tokenizer.encode_pair(x, y)
+                rows.append(r)
+                types.append(t)
+        batch = self._pad(rows, types)
+        if self.config.mask_prob > 0 and self.tokenizer.mask_token_id is not None:
+            # RoFormer-Sim: hide part of the source so generation learns to fill in, not copy.
+            ids = batch["input_ids"]
+            seg0 = (batch["token_type_ids"] == 0) & batch["attention_mask"].bool()
+            seg0 &= (ids != self.tokenizer.cls_token_id) & (ids != self.tokenizer.sep_token_id)
+            hit = seg0 & (torch.rand(ids.shape, device=ids.device) < self.config.mask_prob)
+            batch["target_ids"] = ids
+            batch["input_ids"] = ids.masked_fill(hit, self.tokenizer.mask_token_id)
+        return batch
+
+    def _cosent(self, idx: np.ndarray) -> torch.Tensor:
+        pairs = [self.labelled[i] for i in idx]
+        va = sentence_vectors(self.model, **_ids_mask(self._singles([p.a for p in pairs])))
+        vb = sentence_vectors(self.model, **_ids_mask(self._singles([p.b for p in pairs])))
+        cos = torch.nn.functional.cosine_similarity(va.float(), vb.float(), dim=-1)
+        labels = torch.tensor([p.label for p in pairs], device=cos.device)
+        return cosent_loss(cos, labels)
+
+    def _losses(self) -> tuple[dict[str, torch.Tensor], bool]:
+        cfg = self.config
+        idx, epoch_end = self.main.next()
+        losses: dict[str, torch.Tensor] = {}
+        if cfg.objective == "simbert":
+            batch = self._simbert_batch(idx)
+            losses.update(simbert_losses(self.model, batch))
+            if self.aux is not None:
+                losses["cosent"] = cfg.cosent_weight * self._cosent(self.aux.next()[0])
+            if cfg.distill_weight > 0:
+                texts = [self.positives[i][k] for i in idx for k in (0, 1)]
+                student = sentence_vectors(self.model, **_ids_mask(self._singles(texts)))
+                teacher = torch.from_numpy(self.teacher.encode(texts, show_progress_bar=False)).to(student.device)
+                losses["distill"] = cfg.distill_weight * distill_loss(student, teacher)
+        else:
+            losses["cosent"] = self._cosent(idx)
+        return losses, epoch_end
+
+    # -- optimisation -----------------------------------------------------------------
+    def _optimizer(self, total_steps: int):
+        decay, no_decay = [], []
+        for name, p in self.model.named_parameters():
+            (no_decay if p.ndim < 2 or "LayerNorm" in name else decay).append(p)
+        opt = torch.optim.AdamW([{"params": decay, "weight_decay": self.config.weight_decay},
+                                 {"params": no_decay, "weight_decay": 0.0}], lr=self.config.lr)
+        warmup = max(1, int(total_steps * self.config.warmup_ratio))
+
+        def schedule(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+        return opt, torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+
+    def total_steps(self) -> int:
+        per_epoch = self.main.steps_per_epoch()
+        total = per_epoch * self.config.epochs
+        return min(total, self.config.max_steps) if self.config.max_steps else total
+
+    def train(self, output: str | Path, resume_from: str | Path | None = None, overwrite: bool = False) -> Path:
+        """Train; write ``output/model`` (best if an evaluator is set, else last), checkpoints and log."""
+        cfg, out = self.config, Path(output)
+        if out.exists() and resume_from is None and not overwrite and any(out.iterdir()):
+            raise InputError(f"{out} already exists and is not empty; pass --overwrite or --resume")
+        out.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(cfg.seed)
+        self.model.to(self.device).train()
+        total = self.total_steps()
+        opt, sched = self._optimizer(total)
+        if resume_from is not None:
+            self._resume(Path(resume_from), opt, sched)
+        write_json(out / "train_config.json", {"train_config": dataclasses.asdict(cfg),
+                                               "positives": len(self.positives), "labelled": len(self.labelled),
+                                               "total_steps": total})
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, initial=self.step, unit="step", desc="train",
+                   disable=logging.getLogger().getEffectiveLevel() > logging.INFO)
+        t0, logf = time.perf_counter(), open(out / "log.jsonl", "a", encoding="utf-8")
+        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.bf16)
+        try:
+            while self.step < total:
+                with autocast:
+                    losses, epoch_end = self._losses()
+                    loss = sum(losses.values())
+                if not torch.isfinite(loss):
+                    raise TrainingError(
+                        f"loss became {loss.item()} at step {self.step + 1}; training stopped. The last good "
+                        f"checkpoint is kept in {out / 'checkpoints'}")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+                opt.step()
+                sched.step()
+                self.step += 1
+                bar.update(1)
+                if self.step % cfg.log_every == 0 or self.step == total:
+                    rec = {"step": self.step, "epoch": self.main.epoch, "loss": round(loss.item(), 5),
+                           **{k: round(v.item(), 5) for k, v in losses.items()},
+                           "lr": sched.get_last_lr()[0], "elapsed": round(time.perf_counter() - t0, 1)}
+                    logf.write(json.dumps(rec) + "\n")
+                    logf.flush()
+                    bar.set_postfix(loss=rec["loss"])
+                out_of_time = cfg.time_budget is not None and time.perf_counter() - t0 > cfg.time_budget
+                if epoch_end or self.step == total or out_of_time:
+                    self._evaluate(out, logf)
+                if self.step % cfg.checkpoint_every == 0 or self.step == total or out_of_time:
+                    self._checkpoint(out, opt, sched)
+                if out_of_time:
+                    log.warning("time budget of %ss reached at step %d; stopping", cfg.time_budget, self.step)
+                    break
+        finally:
+            bar.close()
+            logf.close()
+        final = out / "model"
+        best = out / "best"
+        if best.is_dir():
+            if final.exists():
+                shutil.rmtree(final)
+            shutil.copytree(best, final)
+        else:
+            self._save(final)
+        return final
+
+    # -- evaluation, checkpoints --------------------------------------------------------
+    def encoder(self) -> Encoder:
+        return Encoder.from_model(self.model, self.tokenizer, self.info, device=str(self.device))
+
+    def _evaluate(self, out: Path, logf) -> None:
+        if self.evaluator is None:
+            return
+        self.model.eval()
+        try:
+            result = self.evaluator(self.encoder())
+        finally:
+            self.model.to(torch.float32).train()
+        score = float(result["main_score"])
+        logf.write(json.dumps({"step": self.step, "eval": result}) + "\n")
+        logf.flush()
+        log.info("step %d: main_score %.4f", self.step, score)
+        if self.best_score is None or score > self.best_score:
+            self.best_score = score
+            self._save(out / "best", extra={"step": self.step, "main_score": score})
+
+    def _save(self, path: Path, extra: dict | None = None) -> None:
+        info = dataclasses.replace(self.info, max_seq_length=self.info.max_seq_length,
+                                   extra={**self.info.extra, **(extra or {})})
+        self.model.eval()
+        save_model(self.model, self.tokenizer, info, path, overwrite=True)
+        self.model.train()
+
+    def _checkpoint(self, out: Path, opt, sched) -> None:
+        ckdir = out / "checkpoints"
+        path = ckdir / f"step-{self.step:07d}"
+        self._save(path)
+        state = {
+            "step": self.step,
+            "best_score": self.best_score,
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(),
+            "rng": torch.get_rng_state(),
+            "main": self.main.state_dict(),
+            "aux": self.aux.state_dict() if self.aux else None,
+            "model_config": self.model.config.to_dict(),
+        }
+        tmp = path / ".trainer_state.pt.tmp"
+        torch.save(state, tmp)
+        tmp.rename(path / "trainer_state.pt")
+        for old in sorted(ckdir.glob("step-*"))[: -self.config.keep_checkpoints]:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def _resume(self, path: Path, opt, sched) -> None:
+        if path.name == "checkpoints" or (path / "checkpoints").is_dir():
+            ck = path if path.name == "checkpoints" else path / "checkpoints"
+            found = sorted(ck.glob("step-*"))
+            if not found:
+                raise TrainingError(f"{ck}: no checkpoints to resume from")
+            path = found[-1]
+        state_file = path / "trainer_state.pt"
+        if not state_file.is_file():
+            raise TrainingError(f"{state_file}: not found; {path} is not a training checkpoint")
+        state = torch.load(state_file, map_location="cpu", weights_only=True)
+        mine = {k: v for k, v in self.model.config.to_dict().items() if k in _SHAPE_KEYS}
+        theirs = {k: v for k, v in state["model_config"].items() if k in _SHAPE_KEYS}
+        if mine != theirs:
+            raise TrainingError(f"{path}: checkpoint of another model ({theirs}); this model is {mine}")
+        model, _, _ = load_model(path)
+        self.model.load_state_dict(model.state_dict())
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+        self.main.load_state_dict(state["main"])
+        if self.aux is not None and state["aux"] is not None:
+            self.aux.load_state_dict(state["aux"])
+        self.step, self.best_score = state["step"], state["best_score"]
+        log.info("resumed from %s at step %d", path, self.step)
+
+
+_SHAPE_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+               "intermediate_size", "embedding_size", "model_type")
+
+
+def _ids_mask(batch: dict) -> dict:
+    return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}

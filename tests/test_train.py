@@ -1,0 +1,133 @@
+"""The trainer: losses, exact resume, and the bad-input cases of the training issue."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from simkit_cli.app import app
+from typer.testing import CliRunner
+
+from simkit.errors import InputError
+from simkit.models.checkpoint import load_model
+from simkit.train.data import load_training_files
+from simkit.train.objectives import contrastive_loss, cosent_loss
+from simkit.train.trainer import TrainConfig, Trainer, TrainingError
+
+PAIRS = [
+    ("花呗怎么还款", "怎么还花呗", 1), ("借呗可以提前还款吗", "借呗能提前还吗", 1),
+    ("明天会下雨吗", "明天下雨吗", 1), ("今天北京的天气怎么样", "北京今天天气如何", 1),
+    ("孩子发烧了应该怎么办", "小孩发烧怎么办", 1), ("电脑开不了机怎么办", "电脑无法开机", 1),
+    ("花呗怎么还款", "明天会下雨吗", 0), ("借呗可以提前还款吗", "电脑无法开机", 0),
+]
+
+
+@pytest.fixture
+def pair_file(tmp_path):
+    p = tmp_path / "pairs.tsv"
+    p.write_text("".join(f"{a}\t{b}\t{lab}\n" for a, b, lab in PAIRS) + "a line without tabs\n", encoding="utf-8")
+    return p
+
+
+def _trainer(model_dir, cfg: TrainConfig, pair_file):
+    model, tok, info = load_model(model_dir)
+    pos, lab = load_training_files([pair_file])
+    return Trainer(model, tok, info, cfg, pos, lab, device="cpu")
+
+
+def test_data_reading(pair_file, caplog):
+    pos, lab = load_training_files([pair_file])
+    assert len(pos) == 6 and len(lab) == 8  # the 2-field line is skipped, and said
+    assert "skipped 1 lines" in caplog.text
+
+
+def test_contrastive_positive_is_the_paired_row():
+    v = torch.randn(4, 8)
+    good = torch.stack([v[0], v[0], v[2], v[2]])  # rows 2i and 2i+1 identical
+    bad = torch.stack([v[0], v[2], v[0], v[2]])   # the positive sits in the wrong row
+    assert contrastive_loss(good) < contrastive_loss(bad)
+
+
+def test_cosent_loss_formula():
+    cos = torch.tensor([0.9, 0.1, 0.5])
+    labels = torch.tensor([2.0, 0.0, 1.0])
+    want = torch.log(1 + sum(torch.exp(20 * (cos[j] - cos[i]))
+                             for i in range(3) for j in range(3) if labels[i] > labels[j]))
+    torch.testing.assert_close(cosent_loss(cos, labels), want)
+
+
+def test_training_reduces_loss(tiny_roformer_dir, pair_file, tmp_path):
+    cfg = TrainConfig(batch_size=3, epochs=6, lr=3e-3, cosent_weight=1.0, cosent_batch_size=8, log_every=1)
+    t = _trainer(tiny_roformer_dir, cfg, pair_file)
+    t.train(tmp_path / "run")
+    log = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert log[-1]["seq2seq"] < log[0]["seq2seq"]
+    assert (tmp_path / "run" / "model" / "model.safetensors").is_file()
+
+
+def test_resume_is_exact(tiny_bert_dir, pair_file, tmp_path):
+    cfg = dict(batch_size=2, epochs=2, lr=1e-3, cosent_weight=0.5, cosent_batch_size=4, checkpoint_every=3, seed=3)
+    straight = _trainer(tiny_bert_dir, TrainConfig(**cfg), pair_file)
+    straight.train(tmp_path / "a")
+    # A real interruption: the time budget stops the run (and checkpoints) after one step;
+    # a new Trainer resumes it. Weights must match the uninterrupted run bit for bit.
+    part = _trainer(tiny_bert_dir, TrainConfig(**cfg, time_budget=0.0), pair_file)
+    part.train(tmp_path / "b")
+    resumed = _trainer(tiny_bert_dir, TrainConfig(**cfg), pair_file)
+    resumed.train(tmp_path / "b", resume_from=tmp_path / "b")
+    assert resumed.step == straight.step
+    a = straight.model.state_dict()
+    for k, v in resumed.model.state_dict().items():
+        torch.testing.assert_close(v, a[k], atol=0, rtol=0, msg=k)
+
+
+def test_resume_from_another_model_is_refused(tiny_bert_dir, tiny_roformer_dir, pair_file, tmp_path):
+    t = _trainer(tiny_bert_dir, TrainConfig(batch_size=2, max_steps=1), pair_file)
+    t.train(tmp_path / "run")
+    other = _trainer(tiny_roformer_dir, TrainConfig(batch_size=2, max_steps=2), pair_file)
+    with pytest.raises(TrainingError, match="checkpoint of another model"):
+        other.train(tmp_path / "run", resume_from=tmp_path / "run")
+
+
+def test_nan_loss_stops_and_says_when(tiny_bert_dir, pair_file, tmp_path):
+    t = _trainer(tiny_bert_dir, TrainConfig(batch_size=2, max_steps=5, checkpoint_every=1), pair_file)
+    orig, calls = t._losses, []
+
+    def poisoned():
+        losses, end = orig()
+        calls.append(1)
+        if len(calls) == 3:
+            losses["seq2seq"] = losses["seq2seq"] * float("nan")
+        return losses, end
+
+    t._losses = poisoned
+    with pytest.raises(TrainingError, match="at step 3"):
+        t.train(tmp_path / "run")
+    kept = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    assert kept == ["step-0000001", "step-0000002"]  # the last good ones survive
+
+
+def test_no_positives_is_an_error(tiny_bert_dir, tmp_path):
+    p = tmp_path / "neg.tsv"
+    p.write_text("甲\t乙\t0\n丙\t丁\t0\n", encoding="utf-8")
+    with pytest.raises(InputError, match="no positive pairs|has none"):
+        _trainer(tiny_bert_dir, TrainConfig(), p)
+
+
+def test_cli_from_scratch_with_valid(pair_file, tmp_path):
+    res = CliRunner().invoke(app, ["-q", "train", "simbert", str(pair_file), "-o", str(tmp_path / "run"),
+                                   "--hidden-size", "32", "--num-layers", "1", "--num-heads", "2",
+                                   "--epochs", "2", "--batch-size", "4", "--valid", str(pair_file),
+                                   "--cosent-weight", "1"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert out["best_main_score"] is not None and out["steps"] == 4
+    model, tok, _ = load_model(out["model"])
+    assert tok.vocab_size > 20 and model.lm_head is not None
+
+
+def test_cli_cosent(pair_file, tiny_roformer_dir, tmp_path):
+    res = CliRunner().invoke(app, ["-q", "train", "cosent", str(pair_file), "--init", str(tiny_roformer_dir),
+                                   "-o", str(tmp_path / "run"), "--max-steps", "2"])
+    assert res.exit_code == 0, res.output
