@@ -231,6 +231,8 @@ class Paraphraser:
                 f"{self.max_seq_length} tokens and were truncated before generating",
                 stacklevel=3,
             )
+        if mask_idxs and self.tokenizer.mask_token_id is None:
+            raise InputError("mask_idxs needs a [MASK] token, and this model's vocabulary has none")
         for i, x in enumerate(ids):
             if len(x) == 2:
                 raise InputError(f"text {i} ({texts[i]!r}) has no token the vocabulary knows")
