@@ -11,8 +11,10 @@ import logging
 
 import typer
 
+from . import convert as _convert
 from . import encode as _encode
 from . import info as _info
+from . import paraphrase as _paraphrase
 
 app = typer.Typer(
     name="simkit",
@@ -38,6 +40,8 @@ def _root(
 
 _encode.register(app)
 _info.register(app)
+_paraphrase.register(app)
+_convert.register(app)
 
 
 def main() -> None:

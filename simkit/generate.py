@@ -368,6 +368,8 @@ class Paraphraser:
         """
         if not isinstance(text, str):
             raise InputError(f"similar() takes one text (str); got {type(text).__name__}")
+        if not isinstance(n, (int, np.integer)) or n < 1:
+            raise InputError(f"n={n!r}; expected an integer >= 1 (candidates to sample)")
         if not isinstance(k, (int, np.integer)) or k < 1:
             raise InputError(f"k={k!r}; expected an integer >= 1 (candidates to keep)")
         cands = self.generate([text], n, top_k, top_p, temperature, max_length, seed, mask_idxs)[0]
