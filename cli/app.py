@@ -11,8 +11,10 @@ import logging
 
 import typer
 
+from . import convert as _convert
 from . import encode as _encode
 from . import info as _info
+from . import paraphrase as _paraphrase
 from . import train as _train
 
 app = typer.Typer(
@@ -39,7 +41,9 @@ def _root(
 
 _encode.register(app)
 _info.register(app)
+_paraphrase.register(app)
 _train.register(app)
+_convert.register(app)
 
 
 def main() -> None:

@@ -1,0 +1,421 @@
+"""Paraphrase generation with SimBERT / RoFormer-Sim: UniLM seq2seq, batched, with a KV cache.
+
+The source goes in as segment 0 (``[CLS] text [SEP]``); the output is sampled as segment 1
+under the UniLM mask until ``[SEP]``. Segment 0 never sees segment 1, so its keys / values
+are computed once per source and cached; every later step runs one token per sequence
+through the backbone's own modules (embeddings, q/k/v, output, FFN) with its own absolute
+position: ``len(source_i) + t``. Hugging Face's cache path is not used because RoFormerModel
+forces ``use_cache=False`` outside decoder mode and derives RoPE positions from one scalar
+past length for the whole batch, which is wrong for right-padded sources of unequal length.
+
+>>> p = Paraphraser("path/to/simbert")                         # doctest: +SKIP
+>>> p.generate(["今天天气不错"], n=4, top_p=0.95, seed=0)       # [[4 strings]]
+>>> p.similar("今天天气不错", n=100, k=20)                     # [{"text", "score"} x <= 20]
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .encoder import Encoder
+from .errors import InputError
+from .models.checkpoint import ModelInfo
+from .models.simbert import SimBertModel
+from .tokenization import Tokenizer
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class SamplingConfig:
+    """How the next token is chosen. ``temperature=0`` (or ``top_k=1``) is greedy."""
+
+    top_k: int | None = None
+    top_p: float | None = None
+    temperature: float = 1.0
+
+    def check(self) -> None:
+        if self.top_k is not None and (not isinstance(self.top_k, int) or self.top_k < 1):
+            raise InputError(f"top_k={self.top_k!r}; expected None or an integer >= 1")
+        if self.top_p is not None and not 0.0 < float(self.top_p) <= 1.0:
+            raise InputError(f"top_p={self.top_p!r}; expected None or a number in (0, 1]")
+        if not float(self.temperature) >= 0.0:
+            raise InputError(f"temperature={self.temperature!r}; expected a number >= 0 (0 = greedy)")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0 or self.top_k == 1
+
+
+def pick_tokens(
+    logits: torch.Tensor, cfg: SamplingConfig, generator: torch.Generator | None
+) -> torch.Tensor:
+    """Next token per row from logits (rows, V) float32: greedy, or top-k / top-p sampling."""
+    if cfg.greedy:
+        return logits.argmax(-1)
+    logits = logits / float(cfg.temperature)
+    if cfg.top_k is not None and cfg.top_k < logits.shape[-1]:
+        kth = torch.topk(logits, cfg.top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if cfg.top_p is not None and cfg.top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        probs = sorted_logits.softmax(-1)
+        # Drop a token when the tokens ranked above it already hold top_p of the mass;
+        # the first token is always kept.
+        drop = (probs.cumsum(-1) - probs) > cfg.top_p
+        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+        logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+    probs = logits.softmax(-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+class CachedUniLM:
+    """UniLM decoding over a SimBertModel's backbone modules with a preallocated KV cache.
+
+    ``prefill`` encodes right-padded sources (segment 0, bidirectional within the source)
+    and fills cache slots ``0..Lmax-1``; ``step`` appends one segment-1 token per row at
+    slot ``Lmax + t`` with position ``len_i + t`` and returns its last hidden state.
+    """
+
+    def __init__(self, model: SimBertModel):
+        self.model = model
+        self.bb = model.backbone
+        self.rope = model.backbone_type == "roformer"
+        cfg = model.config
+        self.heads = cfg.num_attention_heads
+        self.head_dim = cfg.hidden_size // cfg.num_attention_heads
+        self.layers = list(self.bb.encoder.layer)
+
+    def _embed(self, ids, types, positions):
+        if self.rope:
+            h = self.bb.embeddings(input_ids=ids, token_type_ids=types)
+            if hasattr(self.bb, "embeddings_project"):
+                h = self.bb.embeddings_project(h)
+            return h
+        return self.bb.embeddings(input_ids=ids, token_type_ids=types, position_ids=positions)
+
+    def _layers(self, h, positions, mask, slot: int):
+        """Run every layer on h (rows, q, H); write K/V at cache slots [slot, slot+q)."""
+        rows, q, _ = h.shape
+        kv_end = slot + q
+        sin_pos = None
+        if self.rope:
+            sin_pos = self.bb.encoder.embed_positions.weight[positions][:, None].to(h.dtype)
+        for i, layer in enumerate(self.layers):
+            att = layer.attention.self
+            shape = (rows, q, self.heads, self.head_dim)
+            qh = att.query(h).view(shape).transpose(1, 2)
+            kh = att.key(h).view(shape).transpose(1, 2)
+            vh = att.value(h).view(shape).transpose(1, 2)
+            if self.rope:
+                if att.rotary_value:
+                    qh, kh, vh = att.apply_rotary_position_embeddings(sin_pos, qh, kh, vh)
+                else:
+                    qh, kh = att.apply_rotary_position_embeddings(sin_pos, qh, kh)
+            self.k[i][:, :, slot:kv_end] = kh
+            self.v[i][:, :, slot:kv_end] = vh
+            ctx = F.scaled_dot_product_attention(
+                qh, self.k[i][:, :, :kv_end], self.v[i][:, :, :kv_end], attn_mask=mask
+            )
+            ctx = ctx.transpose(1, 2).reshape(rows, q, self.heads * self.head_dim)
+            a = layer.attention.output(ctx, h)
+            h = layer.output(layer.intermediate(a), a)
+        return h
+
+    def prefill(self, ids: torch.Tensor, lengths: torch.Tensor, max_new: int) -> torch.Tensor:
+        """Encode sources (B, Lmax) right-padded; return the hidden state of each last token."""
+        B, L = ids.shape
+        dtype = self.model.dtype
+        dev = ids.device
+        self.src_len = L
+        total = L + max_new
+        self.k = [torch.zeros(B, self.heads, total, self.head_dim, dtype=dtype, device=dev)
+                  for _ in self.layers]
+        self.v = [torch.zeros_like(k) for k in self.k]
+        valid = torch.arange(total, device=dev)[None, :] < lengths[:, None]
+        valid[:, L:] = True  # generated slots are always visible to later steps
+        self.key_mask = torch.zeros(B, 1, 1, total, dtype=dtype, device=dev)
+        self.key_mask.masked_fill_(~valid[:, None, None, :], torch.finfo(dtype).min)
+        self.lengths = lengths
+        positions = torch.arange(L, device=dev).expand(B, L)
+        h = self._embed(ids, torch.zeros_like(ids), positions)
+        h = self._layers(h, positions, self.key_mask[..., :L], slot=0)
+        return h[torch.arange(B, device=dev), lengths - 1]
+
+    def select(self, rows: torch.Tensor) -> None:
+        """Keep (and reorder / repeat) cache rows: expanding sources to samples, dropping done ones."""
+        self.k = [k.index_select(0, rows) for k in self.k]
+        self.v = [v.index_select(0, rows) for v in self.v]
+        self.key_mask = self.key_mask.index_select(0, rows)
+        self.lengths = self.lengths.index_select(0, rows)
+
+    def step(self, tokens: torch.Tensor, t: int) -> torch.Tensor:
+        """Feed generated token t (rows,) as segment 1; return its last hidden state (rows, H)."""
+        ids = tokens[:, None]
+        positions = (self.lengths + t)[:, None]
+        slot = self.src_len + t
+        h = self._embed(ids, torch.ones_like(ids), positions)
+        h = self._layers(h, positions, self.key_mask[..., : slot + 1], slot=slot)
+        return h[:, 0]
+
+
+class Paraphraser:
+    """Generate similar sentences with a SimBERT-style model (pooler + LM head).
+
+    ``model`` is a model path / hub id (default: ``$SIMKIT_MODEL``) or an :class:`Encoder`.
+    ``pooling`` is the sentence vector used to rerank candidates in :meth:`similar`
+    ('pooler' by default, SimBERT's own sentence vector).
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike | Encoder | None = None,
+        *,
+        pooling: str | None = None,
+        max_seq_length: int | None = None,
+        device: str | None = None,
+        num_threads: int | None = None,
+    ):
+        if isinstance(model, Encoder):
+            encoder = model
+        else:
+            encoder = Encoder(model, max_seq_length=max_seq_length, device=device,
+                              num_threads=num_threads, pooling=pooling or "pooler")
+        self._init(encoder)
+
+    @classmethod
+    def from_model(cls, model: SimBertModel, tokenizer: Tokenizer, info: ModelInfo,
+                   *, pooling: str | None = None, max_seq_length: int | None = None,
+                   device: str | None = None) -> Paraphraser:
+        enc = Encoder.from_model(model, tokenizer, info, pooling=pooling or "pooler",
+                                 max_seq_length=max_seq_length, device=device)
+        self = cls.__new__(cls)
+        self._init(enc)
+        return self
+
+    def _init(self, encoder: Encoder) -> None:
+        if encoder.model.lm_head is None:
+            raise InputError(
+                f"model {encoder.model_path!r} has no LM head (MLM weights), so it cannot generate; "
+                "use a SimBERT / RoFormer-Sim model or a BERT checkpoint with its MLM head"
+            )
+        self.encoder = encoder
+        self.model = encoder.model
+        self.tokenizer = encoder.tokenizer
+        self.max_seq_length = encoder.max_seq_length
+        self.last_generate_info_: dict = {}
+
+    # -- inputs -------------------------------------------------------------------------
+    def _source_ids(self, texts: Sequence[str], mask_idxs: Sequence[int] | None) -> list[list[int]]:
+        if isinstance(texts, str) or not isinstance(texts, Sequence):
+            raise InputError("texts must be a list of str (use [text] for one text)")
+        if not texts:
+            raise InputError("texts is empty; expected at least one text")
+        for i, t in enumerate(texts):
+            if not isinstance(t, str) or not t.strip():
+                raise InputError(f"text {i} is {t!r}; expected a non-empty string")
+        ids, n_trunc = self.tokenizer.encode_batch(texts, self.max_seq_length)
+        self.last_generate_info_ = {"n_texts": len(texts), "truncated": n_trunc,
+                                    "max_seq_length": self.max_seq_length}
+        if n_trunc:
+            warnings.warn(
+                f"{n_trunc} of {len(texts)} texts were longer than max_seq_length="
+                f"{self.max_seq_length} tokens and were truncated before generating",
+                stacklevel=3,
+            )
+        if mask_idxs and self.tokenizer.mask_token_id is None:
+            raise InputError("mask_idxs needs a [MASK] token, and this model's vocabulary has none")
+        for i, x in enumerate(ids):
+            if len(x) == 2:
+                raise InputError(f"text {i} ({texts[i]!r}) has no token the vocabulary knows")
+            for j in mask_idxs or ():
+                if not 0 <= j < len(x) - 2:
+                    raise InputError(
+                        f"mask_idxs has {j}, but text {i} has {len(x) - 2} tokens "
+                        f"(valid indices 0..{len(x) - 3})"
+                    )
+                x[j + 1] = self.tokenizer.mask_token_id  # +1: skip [CLS]
+        return ids
+
+    def _limits(self, ids: list[list[int]], max_length: int | None, n: int) -> int:
+        if not isinstance(n, (int, np.integer)) or n < 1:
+            raise InputError(f"n={n!r}; expected an integer >= 1 (samples per text)")
+        max_length = self.max_seq_length if max_length is None else max_length
+        if not isinstance(max_length, (int, np.integer)) or max_length < 1:
+            raise InputError(f"max_length={max_length!r}; expected an integer >= 1")
+        max_pos = self.model.config.max_position_embeddings
+        longest = max(len(x) for x in ids)
+        if longest + max_length > max_pos:
+            raise InputError(
+                f"source ({longest} tokens) + max_length={max_length} exceeds the model's "
+                f"{max_pos} positions; lower max_length or max_seq_length"
+            )
+        return int(max_length)
+
+    def _banned(self) -> torch.Tensor:
+        tok = self.tokenizer
+        ids = {tok.pad_token_id, tok.cls_token_id, tok.mask_token_id, tok.unk_token_id}
+        return torch.tensor(sorted(i for i in ids if i is not None), dtype=torch.long)
+
+    # -- generation ----------------------------------------------------------------------
+    def generate_ids(
+        self,
+        texts: Sequence[str],
+        n: int = 1,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        temperature: float = 1.0,
+        max_length: int | None = None,
+        seed: int | None = None,
+        mask_idxs: Sequence[int] | None = None,
+    ) -> list[list[list[int]]]:
+        """Token ids (no [SEP]) of n samples per text: ``out[i][s]``. See :meth:`generate`."""
+        cfg = SamplingConfig(top_k, top_p, temperature)
+        cfg.check()
+        src = self._source_ids(texts, mask_idxs)
+        max_new = self._limits(src, max_length, n)
+        dev = self.encoder.device
+        gen = torch.Generator(device=dev)
+        gen.manual_seed(int(seed) if seed is not None else int(torch.seed()))
+        B, L = len(src), max(len(x) for x in src)
+        ids = torch.full((B, L), self.tokenizer.pad_token_id, dtype=torch.long)
+        for i, x in enumerate(src):
+            ids[i, : len(x)] = torch.tensor(x)
+        lengths = torch.tensor([len(x) for x in src], dtype=torch.long, device=dev)
+        sep = self.tokenizer.sep_token_id
+        banned = self._banned().to(dev)
+        rows = B * n
+        out = torch.full((rows, max_new), sep, dtype=torch.long)
+        with torch.inference_mode():
+            dec = CachedUniLM(self.model)
+            h = dec.prefill(ids.to(dev), lengths, max_new)
+            expand = torch.arange(B, device=dev).repeat_interleave(n)
+            dec.select(expand)  # the source was encoded once; its cache is shared by n samples
+            h = h.index_select(0, expand)
+            alive = torch.arange(rows, device=dev)  # original row of each active row
+            for t in range(max_new):
+                logits = self.model.lm_logits(h).float()
+                logits[:, banned] = float("-inf")
+                if t == 0:
+                    logits[:, sep] = float("-inf")  # at least one token (bert4keras minlen=1)
+                tok = pick_tokens(logits, cfg, gen)
+                out[alive.cpu(), t] = tok.cpu()
+                done = tok == sep
+                if bool(done.all()) or t == max_new - 1:
+                    break
+                if bool(done.any()):
+                    keep = (~done).nonzero().squeeze(-1)
+                    dec.select(keep)
+                    alive, tok = alive[keep], tok[keep]
+                h = dec.step(tok, t)
+        result: list[list[list[int]]] = []
+        for i in range(B):
+            samples = []
+            for s in range(n):
+                row = out[i * n + s].tolist()
+                samples.append(row[: row.index(sep)] if sep in row else row)
+            result.append(samples)
+        return result
+
+    def generate(
+        self,
+        texts: str | Sequence[str],
+        n: int = 1,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        temperature: float = 1.0,
+        max_length: int | None = None,
+        seed: int | None = None,
+        mask_idxs: Sequence[int] | None = None,
+    ) -> list[list[str]]:
+        """n sampled paraphrases per text: a list (one per text) of n strings.
+
+        ``top_k`` / ``top_p`` / ``temperature`` shape the sampling (``temperature=0`` is
+        greedy); ``max_length`` caps the generated tokens (default: the model's
+        max_seq_length); ``mask_idxs`` replaces those token positions of every source
+        (0 = first token after [CLS]) by [MASK] first, as RoFormer-Sim allows. The same
+        inputs and ``seed`` give the same outputs.
+        """
+        texts = [texts] if isinstance(texts, str) else texts
+        ids = self.generate_ids(texts, n, top_k, top_p, temperature, max_length, seed, mask_idxs)
+        return [[self.tokenizer.decode(x) for x in samples] for samples in ids]
+
+    def similar(
+        self,
+        text: str,
+        n: int = 100,
+        k: int = 20,
+        top_k: int | None = None,
+        top_p: float | None = 0.95,
+        temperature: float = 1.0,
+        max_length: int | None = None,
+        seed: int | None = None,
+        mask_idxs: Sequence[int] | None = None,
+        batch_size: int = 64,
+    ) -> list[dict]:
+        """SimBERT's ``gen_synonyms``: sample n, drop duplicates and the source, keep the k
+        closest to the source by cosine of the model's own sentence vectors.
+
+        Returns ``[{"text": str, "score": float}, ...]`` best first (at most k).
+        """
+        if not isinstance(text, str):
+            raise InputError(f"similar() takes one text (str); got {type(text).__name__}")
+        if not isinstance(n, (int, np.integer)) or n < 1:
+            raise InputError(f"n={n!r}; expected an integer >= 1 (candidates to sample)")
+        if not isinstance(k, (int, np.integer)) or k < 1:
+            raise InputError(f"k={k!r}; expected an integer >= 1 (candidates to keep)")
+        cands = self.generate([text], n, top_k, top_p, temperature, max_length, seed, mask_idxs)[0]
+        src_ids, _ = self.tokenizer.encode_batch([text], self.max_seq_length)
+        drop = {text, self.tokenizer.decode(src_ids[0]), ""}
+        unique = [c for c in dict.fromkeys(cands) if c not in drop]
+        if not unique:
+            return []
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # truncation of the source was already reported
+            vecs = self.encoder.encode([text, *unique], batch_size=batch_size,
+                                       show_progress_bar=False, normalize_embeddings=True)
+        scores = vecs[1:] @ vecs[0]
+        order = np.argsort(-scores, kind="stable")[:k]
+        return [{"text": unique[i], "score": float(scores[i])} for i in order]
+
+
+def generate_uncached(
+    model: SimBertModel,
+    tokenizer: Tokenizer,
+    source_ids: Sequence[int],
+    max_length: int,
+    cfg: SamplingConfig | None = None,
+    generator: torch.Generator | None = None,
+) -> list[int]:
+    """Reference decoder: one sample, the whole ``[CLS] src [SEP] out`` recomputed each step.
+
+    Runs the model's own (Hugging Face) forward under the UniLM mask; used by the tests to
+    check the cached decoder and by ``bench/generate.py`` as the naive baseline.
+    """
+    cfg = cfg or SamplingConfig(temperature=0)
+    sep = tokenizer.sep_token_id
+    banned = [i for i in (tokenizer.pad_token_id, tokenizer.cls_token_id,
+                          tokenizer.mask_token_id, tokenizer.unk_token_id) if i is not None]
+    out: list[int] = []
+    with torch.inference_mode():
+        for t in range(max_length):
+            ids = torch.tensor([list(source_ids) + out])
+            types = torch.tensor([[0] * len(source_ids) + [1] * len(out)])
+            hs = model(ids, torch.ones_like(ids), types, unilm=True, output_hidden_states=False)
+            logits = model.lm_logits(hs.last_hidden_state[:, -1]).float()
+            logits[:, banned] = float("-inf")
+            if t == 0:
+                logits[:, sep] = float("-inf")
+            tok = int(pick_tokens(logits, cfg, generator)[0])
+            if tok == sep:
+                break
+            out.append(tok)
+    return out
