@@ -13,6 +13,7 @@ import typer
 
 from . import encode as _encode
 from . import info as _info
+from . import transforms as _transforms
 
 app = typer.Typer(
     name="simkit",
@@ -38,6 +39,7 @@ def _root(
 
 _encode.register(app)
 _info.register(app)
+_transforms.register(app)
 
 
 def main() -> None:
