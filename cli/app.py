@@ -16,6 +16,7 @@ from . import encode as _encode
 from . import info as _info
 from . import paraphrase as _paraphrase
 from . import train as _train
+from . import transforms as _transforms
 
 app = typer.Typer(
     name="simkit",
@@ -44,6 +45,7 @@ _info.register(app)
 _paraphrase.register(app)
 _train.register(app)
 _convert.register(app)
+_transforms.register(app)
 
 
 def main() -> None:
