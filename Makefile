@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The CPU wheel of torch; an unpinned torch pulls gigabytes of CUDA packages.
 TORCH := torch==2.13.0
 
-.PHONY: venv demo test test-fast lint clean
+.PHONY: venv demo test test-fast lint bench-deps clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -26,6 +26,10 @@ test: venv
 
 test-fast: venv
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m "not slow" -x
+
+# The benchmark peer, without letting it replace the pinned torch.
+bench-deps: venv
+	$(BIN)/pip install -q -c bench/constraints.txt "sentence-transformers>=3"
 
 lint: venv
 	$(BIN)/ruff check simkit cli eval tests bench
