@@ -75,11 +75,12 @@ def test_ivf_no_minus_one_and_nprobe(data):
     assert idx._ivf.nprobe == 1  # the per-search value did not stick
 
 
-@pytest.mark.parametrize("preset,min_recall", [("ivf", 0.9), ("hnsw", 0.95), ("ivfpq", 0.15)])
+@pytest.mark.parametrize("preset,min_recall", [("ivf", 0.9), ("hnsw", 0.95), ("ivfpq", 0.08)])
 def test_presets_recall(data, preset, min_recall):
+    # ivfpq here keeps 2 bytes a vector (PQ4x4 on 32 dims): far above chance (0.005), far from exact
     X, Q, ids = data
     idx = VectorIndex(preset=preset).add(X, ids)
-    assert {"ivf": "IVF51,Flat", "hnsw": "HNSW32", "ivfpq": "IVF51,PQ8x4"}[preset] == idx.factory_
+    assert {"ivf": "IVF51,Flat", "hnsw": "HNSW32", "ivfpq": "IVF51,PQ4x4"}[preset] == idx.factory_
     assert recall(idx.search(Q, top_k=10), exact(X, Q, 10)[0], ids) >= min_recall
 
 

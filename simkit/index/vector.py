@@ -127,7 +127,8 @@ class VectorIndex(BaseIndex):
             saved.append((self._hnsw, "efSearch", self._hnsw.efSearch))
             self._hnsw.efSearch = int(efSearch)
         try:
-            D, L = self.index_.search(X, k)
+            with fx.few_queries_threads(X.shape[0]):
+                D, L = self.index_.search(X, k)
         finally:
             for obj, name, value in saved:
                 setattr(obj, name, value)
