@@ -13,6 +13,7 @@ import typer
 
 from . import convert as _convert
 from . import encode as _encode
+from . import index as _index
 from . import info as _info
 from . import paraphrase as _paraphrase
 from . import train as _train
@@ -46,6 +47,7 @@ _paraphrase.register(app)
 _train.register(app)
 _convert.register(app)
 _transforms.register(app)
+_index.register(app)
 
 
 def main() -> None:

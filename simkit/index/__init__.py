@@ -1,1 +1,19 @@
-"""Vector indexes: FAISS (VectorIndex) and sign-random-projection LSH (LSHIndex)."""
+"""Vector indexes: FAISS (VectorIndex) and sign-random-projection LSH (LSHIndex).
+
+An index directory holds ``config.json`` (format ``simkit-index``), ``store.sqlite`` (ids,
+texts, metadata), the vectors (``index.faiss``, or the LSH ``*.npy`` arrays), and, when the
+index has one, its transform chain in ``transform/``.
+
+>>> from simkit.index import VectorIndex, load_index
+>>> idx = VectorIndex(preset="ivf").add(X, ids, texts)   # X: (n, d) float32
+>>> idx.save("idx/"); load_index("idx/").search_text("花呗怎么还款", top_k=5)
+"""
+
+from __future__ import annotations
+
+from .base import FORMAT, FORMAT_VERSION, load_index, read_index_config
+from .lsh import LSHIndex
+from .store import DocStore
+from .vector import VectorIndex
+
+__all__ = ["FORMAT", "FORMAT_VERSION", "DocStore", "LSHIndex", "VectorIndex", "load_index", "read_index_config"]

@@ -1,0 +1,180 @@
+"""Index benchmark: simkit's indexes against the same FAISS indexes used raw, and LSH peers.
+
+Data: N float32 vectors of dimension D from a mixture of C Gaussians (centres on the unit
+sphere, noise of the same norm as a centre), L2-normalised; queries from the same mixture.
+Ground truth: exact inner-product search (faiss.IndexFlatIP). For each method it prints
+build time, QPS for one batch of all queries and for single queries (median of --reps runs),
+recall@10 and the bytes of the saved index, plus the QPS of the *same* FAISS object searched
+directly (the overhead of simkit's ids/normalisation/result dicts is the ratio).
+
+    python bench/index.py                    # the issue's size: 1M x 256, 1000 queries (long on 2 cores)
+    python bench/index.py --n 100000         # ~3-4 minutes on 2 shared cores
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from simkit.index import LSHIndex, VectorIndex
+
+
+def make_data(n: int, nq: int, d: int, c: int, noise: float = 1.0, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((c, d)).astype(np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    sigma = np.float32(noise / np.sqrt(d))  # noise norm ≈ `noise` x centre norm (1: in-cluster cosine ≈ 0.5)
+    out = np.empty((n + nq, d), np.float32)
+    for s in range(0, n + nq, 100_000):
+        m = min(100_000, n + nq - s)
+        out[s : s + m] = centres[rng.integers(0, c, m)] + sigma * rng.standard_normal((m, d), dtype=np.float32)
+    out /= np.linalg.norm(out, axis=1, keepdims=True)
+    return out[:n], out[n:]
+
+
+def timed(fn, reps: int) -> float:
+    """Median seconds of ``reps`` calls."""
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def recall(labels: np.ndarray, truth: np.ndarray) -> float:
+    return float(np.mean([len(set(a[a >= 0]) & set(b)) / len(b) for a, b in zip(labels, truth)]))
+
+
+def hits_to_labels(hits, k):
+    out = np.full((len(hits), k), -1, np.int64)
+    for i, row in enumerate(hits):
+        out[i, : len(row)] = [h["id"] for h in row]
+    return out
+
+
+def dir_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def rerank(X, Q, cand, k):
+    """Exact re-rank of candidate rows (the peer's, same method as simkit's)."""
+    out = np.empty((len(Q), k), np.int64)
+    for s in range(0, len(Q), 256):
+        p = cand[s : s + 256]
+        sc = np.einsum("ckd,cd->ck", X[np.maximum(p, 0)], Q[s : s + 256])
+        sc[p < 0] = -np.inf
+        top = np.argsort(-sc, axis=1)[:, :k]
+        out[s : s + 256] = np.take_along_axis(p, top, 1)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=1_000_000)
+    ap.add_argument("--dim", type=int, default=256)
+    ap.add_argument("--nq", type=int, default=1000)
+    ap.add_argument("--clusters", type=int, default=1000)
+    ap.add_argument("--noise", type=float, default=1.0, help="noise norm relative to the cluster centres (higher: harder)")
+    ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--single", type=int, default=200, help="queries timed one at a time")
+    ap.add_argument("--methods", default="flat,ivf,hnsw,ivfpq,lsh,lsh-multihash,faiss-lsh")
+    args = ap.parse_args()
+    k, methods = args.k, args.methods.split(",")
+    t0 = time.perf_counter()
+    X, Q = make_data(args.n, args.nq, args.dim, args.clusters, args.noise)
+    gt = faiss.IndexFlatIP(args.dim)
+    gt.add(X)
+    truth = gt.search(Q, k)[1]
+    print(f"# N={args.n} dim={args.dim} queries={args.nq} clusters={args.clusters} noise={args.noise} k={k} "
+          f"threads={faiss.omp_get_max_threads()} reps={args.reps} single={args.single} "
+          f"(data + ground truth {time.perf_counter() - t0:.1f}s)", flush=True)
+    rows = []
+    tmp = Path(tempfile.mkdtemp(prefix="simkit-bench-index-"))
+    ids = np.arange(args.n)
+
+    def build(index) -> float:
+        t = time.perf_counter()
+        index.add(X, ids)
+        return time.perf_counter() - t
+
+    def measure(name, index, build, raw_search=None, **params):
+        labels = hits_to_labels(index.search(Q, top_k=k, **params), k)
+        qb = args.nq / timed(lambda: index.search(Q, top_k=k, **params), args.reps)
+        qs = args.single / timed(lambda: [index.search(q, top_k=k, **params) for q in Q[: args.single]], args.reps)
+        index.save(tmp / name)
+        row = {"method": name, "build_s": build, "qps_batch": qb, "qps_single": qs,
+               "recall": recall(labels, truth), "bytes": dir_bytes(tmp / name)}
+        if raw_search is not None:
+            row["raw_qps_batch"] = args.nq / timed(lambda: raw_search(Q), args.reps)
+            row["raw_qps_single"] = args.single / timed(lambda: [raw_search(q[None]) for q in Q[: args.single]], args.reps)
+            row["raw_recall"] = recall(raw_search(Q), truth)
+        rows.append(row)
+        print_row(row)
+
+    def faiss_raw(index):
+        """The same FAISS object, searched directly (labels == ids here)."""
+        def search(q):
+            return index.index_.search(q, k)[1]
+        return search
+
+    print(f"{'method':<24}{'build s':>9}{'QPS batch':>11}{'raw':>9}{'ratio':>7}{'QPS 1':>9}{'raw':>9}"
+          f"{'ratio':>7}{'recall':>8}{'raw rec':>8}{'MB':>8}", flush=True)
+    if "flat" in methods:
+        idx = VectorIndex(preset="flat", metric="cosine")
+        measure("Flat", idx, build(idx), faiss_raw(idx))
+    for preset, knob in (("ivf", "nprobe"), ("hnsw", "efSearch"), ("ivfpq", "nprobe")):
+        if preset in methods:
+            idx = VectorIndex(preset=preset, metric="cosine")
+            seconds = build(idx)
+            obj = idx._ivf if knob == "nprobe" else idx._hnsw
+            default = getattr(obj, knob)
+            for value in (default // 2, default, 2 * default):
+                setattr(obj, knob, value)
+                measure(f"{idx.factory_} {knob}={value}", idx, seconds, faiss_raw(idx))
+    if "lsh" in methods:
+        idx = LSHIndex(nbits=256, rerank=10)
+        measure("simkit LSH256 flat r10", idx, build(idx))
+    if "lsh-multihash" in methods:
+        idx = LSHIndex(nbits=256, mode="multihash", hash_bits=16, nflip=1, rerank=10)
+        measure("simkit LSH256 mhash r10", idx, build(idx))
+    if "faiss-lsh" in methods:
+        t = time.perf_counter()
+        lsh = faiss.IndexLSH(args.dim, 256, True)  # rotate_data: random rotation, then sign
+        lsh.train(X)
+        lsh.add(X)
+        build = time.perf_counter() - t
+
+        def peer(q):
+            return rerank(X, q, lsh.search(q, 10 * k)[1], k)
+
+        labels = peer(Q)
+        qb = args.nq / timed(lambda: peer(Q), args.reps)
+        qs = args.single / timed(lambda: [peer(q[None]) for q in Q[: args.single]], args.reps)
+        row = {"method": "faiss IndexLSH256 r10", "build_s": build, "qps_batch": qb, "qps_single": qs,
+               "recall": recall(labels, truth), "bytes": len(faiss.serialize_index(lsh)) + X.nbytes}
+        rows.append(row)
+        print_row(row)
+    print(f"# total {time.perf_counter() - t0:.1f}s", flush=True)
+
+
+def print_row(r: dict) -> None:
+    def f(key, fmt):
+        return format(r[key], fmt) if key in r else "-"
+
+    rb = f"{r['qps_batch'] / r['raw_qps_batch']:.2f}" if "raw_qps_batch" in r else "-"
+    rs = f"{r['qps_single'] / r['raw_qps_single']:.2f}" if "raw_qps_single" in r else "-"
+    print(f"{r['method']:<24}{r['build_s']:>9.2f}{r['qps_batch']:>11.0f}{f('raw_qps_batch', '.0f'):>9}{rb:>7}"
+          f"{r['qps_single']:>9.0f}{f('raw_qps_single', '.0f'):>9}{rs:>7}{r['recall']:>8.3f}"
+          f"{f('raw_recall', '.3f'):>8}{r['bytes'] / 2**20:>8.1f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,257 @@
+"""What FAISS and LSH indexes share: ids/texts/metadata, the transform chain, the model
+reference, input checks, result formatting and the directory format.
+
+Vectors given to ``add`` / ``search`` are in the *model's* space: the index applies its
+transform chain (whitening, JL projection...) and, for ``metric='cosine'``, L2-normalises,
+so corpus vectors, query vectors and text queries all go through the same steps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import __version__
+from ..errors import FormatError, InputError
+from ..fsutil import atomic_dir, read_config, write_json
+from .store import DocStore
+
+FORMAT = "simkit-index"
+FORMAT_VERSION = 1
+Hit = dict  # {"id", "score", "text", "metadata"}
+
+
+class BaseIndex:
+    """Shared behaviour; subclasses implement ``_fit``, ``_add``, ``_remove``, ``_search``,
+    ``_ntotal``, ``_save_payload`` and ``_load_payload``."""
+
+    kind = ""
+    metric: str
+    transform: Any
+    model: Any
+
+    # -- state ------------------------------------------------------------------------
+    @property
+    def store_(self) -> DocStore:
+        if getattr(self, "_store", None) is None:
+            self._store = DocStore()
+        return self._store
+
+    @property
+    def dim_in_(self) -> int | None:
+        """Dimension of the vectors ``add`` / ``search`` take (the transform's input)."""
+        return getattr(self, "_dim_in", None)
+
+    @property
+    def dim_(self) -> int | None:
+        """Dimension of the indexed vectors (the transform's output)."""
+        return getattr(self, "_dim", None)
+
+    def __len__(self) -> int:
+        return self._ntotal() if self.is_fitted else 0
+
+    @property
+    def is_fitted(self) -> bool:
+        return False
+
+    @property
+    def model_ref_(self) -> dict | None:
+        """The model reference as a dict (``Encoder.model_card`` + ``normalize_embeddings``)."""
+        m = self.model
+        if m is None:
+            return None
+        if isinstance(m, (str, os.PathLike)):
+            return {"model": str(m)}
+        if hasattr(m, "model_card"):
+            return dict(m.model_card)
+        return dict(m)
+
+    # -- input checks -----------------------------------------------------------------
+    def _prepare(self, vectors, name: str) -> tuple[np.ndarray, bool]:
+        """float32 (n, d) in the index space; ``single`` when a 1-D vector was given."""
+        X = np.asarray(vectors)
+        single = X.ndim == 1
+        if single:
+            X = X[None, :]
+        if X.ndim != 2:
+            raise InputError(f"{name} must be 1-D (one vector) or 2-D (n, dim); got shape {X.shape}")
+        if not (np.issubdtype(X.dtype, np.floating) or np.issubdtype(X.dtype, np.integer)):
+            raise InputError(f"{name} must be numeric; got dtype {X.dtype}")
+        X = np.ascontiguousarray(X, dtype=np.float32)
+        want = self.dim_in_ if self.dim_in_ is not None else getattr(self.transform, "n_features_in_", None)
+        if want is not None and X.shape[1] != want:
+            raise InputError(f"{name} have dimension {X.shape[1]}, but this index expects dimension {want}")
+        bad = ~np.isfinite(X).all(axis=1)
+        if bad.any():
+            raise InputError(f"{name} row {int(np.flatnonzero(bad)[0])} contains NaN or inf ({int(bad.sum())} bad rows)")
+        if self.dim_in_ is None:
+            self._dim_in = X.shape[1]
+        if self.transform is not None:
+            X = np.ascontiguousarray(self.transform.transform(X), dtype=np.float32)
+        if self.metric == "cosine":
+            X = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+        if self.dim_ is None:
+            self._dim = X.shape[1]
+        return X, single
+
+    def _check_docs(self, n: int, ids, texts, metadata) -> list:
+        if ids is None:
+            start = self.store_.next_label
+            ids = list(range(start, start + n)) if self.store_.id_type != "str" else [str(i) for i in range(start, start + n)]
+        ids = list(ids.tolist() if isinstance(ids, np.ndarray) else ids)
+        for what, seq in (("ids", ids), ("texts", texts), ("metadata", metadata)):
+            if seq is not None and len(seq) != n:
+                raise InputError(f"{len(seq)} {what} for {n} vectors; expected one per vector")
+        return ids
+
+    # -- public API -------------------------------------------------------------------
+    def add(self, vectors, ids: Sequence | None = None, texts: Sequence[str] | None = None,
+            metadata: Sequence[dict] | None = None):
+        """Add documents; an id already in the index is an error (see :meth:`upsert`). Returns self."""
+        return self._add_docs(vectors, ids, texts, metadata, upsert=False)
+
+    def upsert(self, vectors, ids: Sequence, texts: Sequence[str] | None = None,
+               metadata: Sequence[dict] | None = None):
+        """Add documents, replacing those whose id is already in the index. Returns self."""
+        return self._add_docs(vectors, ids, texts, metadata, upsert=True)
+
+    def _add_docs(self, vectors, ids, texts, metadata, upsert: bool):
+        X, _ = self._prepare(vectors, "vectors")
+        if X.shape[0] == 0:
+            raise InputError("no vectors to add (got an empty array)")
+        ids = self._check_docs(X.shape[0], ids, texts, metadata)
+        self.store_.check_new_ids(ids, allow_existing=upsert)
+        if not self.is_fitted:
+            self._fit(X)
+        if upsert:
+            existing = [i for i in ids if i in self.store_]
+            if existing:
+                self.remove(existing)
+        labels = self.store_.add(ids, texts, metadata)
+        try:
+            self._add(X, labels)
+        except BaseException:
+            self.store_.remove(labels)
+            raise
+        return self
+
+    def remove(self, ids: Sequence) -> int:
+        """Remove documents by id (an unknown id is an error); returns how many were removed."""
+        ids = list(ids)
+        labels = self.store_.labels_of(ids)
+        if len(labels):
+            self._remove(labels)
+            self.store_.remove(labels)
+        return len(labels)
+
+    def get(self, doc_id) -> dict:
+        """``{id, text, metadata}`` of one document (read from the store, not all texts)."""
+        return self.store_.get(doc_id)
+
+    def search(self, queries, top_k: int = 10, **params) -> list:
+        """Nearest documents: for one 1-D query a list of hits, for (n, d) queries a list per query.
+
+        A hit is ``{"id", "score", "text", "metadata"}``; hits are sorted by score, higher is
+        better (cosine / inner product; minus the squared distance for ``l2``). Fewer than
+        ``top_k`` hits come back when the index holds fewer (or, for IVF, the probed lists do).
+        """
+        if not isinstance(top_k, (int, np.integer)) or top_k < 1:
+            raise InputError(f"top_k={top_k!r}; expected a positive integer")
+        if len(self) == 0:
+            raise InputError("the index is empty; add vectors before searching")
+        X, single = self._prepare(queries, "queries")
+        scores, labels = self._search(X, min(int(top_k), len(self)), **params)
+        hits = self._hits(scores, labels)
+        return hits[0] if single else hits
+
+    def search_text(self, texts: str | Sequence[str], top_k: int = 10, encoder=None,
+                    batch_size: int = 32, **params) -> list:
+        """Encode ``texts`` with ``encoder`` (default: the stored model reference), then search."""
+        single = isinstance(texts, str)
+        enc = encoder if encoder is not None else self.load_encoder()
+        ref = self.model_ref_ or {}
+        if encoder is not None and ref.get("pooling") and getattr(enc, "pooling", None) != ref["pooling"]:
+            warnings.warn(f"the index was built with pooling {ref['pooling']!r}; this encoder uses {enc.pooling!r}", stacklevel=2)
+        q = enc.encode([texts] if single else list(texts), batch_size=batch_size, show_progress_bar=False,
+                       normalize_embeddings=bool(ref.get("normalize_embeddings", False)))
+        hits = self.search(q, top_k=top_k, **params)
+        return hits[0] if single else hits
+
+    def load_encoder(self, **kwargs):
+        """The :class:`~simkit.encoder.Encoder` named by the stored model reference."""
+        ref = self.model_ref_
+        if ref is None or not ref.get("model"):
+            raise InputError("this index has no model reference; pass encoder=... (CLI: --model)")
+        from ..encoder import Encoder  # torch is imported only when a text query needs it
+
+        opts = {k: ref[k] for k in ("pooling", "max_seq_length", "dtype") if ref.get(k) is not None}
+        return Encoder(ref["model"], **{**opts, **kwargs})
+
+    def _hits(self, scores: np.ndarray, labels: np.ndarray) -> list[list[Hit]]:
+        store = self.store_
+        valid = labels >= 0  # FAISS pads with -1 when fewer results exist
+        ids = store._ids[np.where(valid, labels, 0)]
+        payload = store.payload(labels[valid]) if store.has_payload else {}
+        out = []
+        for srow, lrow, irow, vrow in zip(scores.tolist(), labels.tolist(), ids.tolist(), valid):
+            hits = []
+            for s, lab, i, ok in zip(srow, lrow, irow, vrow):
+                if ok:
+                    text, meta = payload.get(lab, (None, None))
+                    hits.append({"id": i, "score": s, "text": text, "metadata": meta})
+            out.append(hits)
+        return out
+
+    # -- persistence ------------------------------------------------------------------
+    def save(self, path: str | os.PathLike, overwrite: bool = False) -> None:
+        """Write the index directory atomically (see the module docstring of simkit.index)."""
+        if not self.is_fitted:
+            raise InputError("cannot save an index that has no vectors yet")
+        from ..transforms import describe, save_transform
+
+        with atomic_dir(path, overwrite=overwrite) as tmp:
+            extra = self._save_payload(tmp)
+            self.store_.save(tmp / "store.sqlite")
+            if self.transform is not None:
+                save_transform(self.transform, tmp / "transform")
+            write_json(tmp / "config.json", {
+                "format": FORMAT, "format_version": FORMAT_VERSION, "simkit_version": __version__,
+                "kind": self.kind, "dim": self.dim_, "dim_in": self.dim_in_, "metric": self.metric,
+                "count": len(self), "ids": self.store_.id_type,
+                "transform": "transform" if self.transform is not None else None,
+                "transform_steps": describe(self.transform) if self.transform is not None else None,
+                "model": json.loads(json.dumps(self.model_ref_, default=str)), **extra,
+            })
+
+    def _load_common(self, path: Path, cfg: dict) -> None:
+        from ..transforms import load_transform
+
+        self._dim, self._dim_in = cfg["dim"], cfg["dim_in"]
+        self._store = DocStore.open(path / "store.sqlite")
+        if self._store.count != cfg["count"]:
+            raise FormatError(f"{path / 'store.sqlite'}: {self._store.count} documents, but config.json says {cfg['count']}")
+        if self.transform is not None:
+            self.transform = load_transform(path / self.transform)
+
+
+def read_index_config(path: str | os.PathLike) -> dict:
+    return read_config(path, FORMAT, FORMAT_VERSION)
+
+
+def load_index(path: str | os.PathLike, mmap: bool = False):
+    """Load a saved :class:`VectorIndex` or :class:`LSHIndex` (whichever the directory holds)."""
+    from .lsh import LSHIndex
+    from .vector import VectorIndex
+
+    path = Path(path)
+    cfg = read_index_config(path)
+    classes = {"faiss": VectorIndex, "lsh": LSHIndex}
+    if cfg.get("kind") not in classes:
+        raise FormatError(f"{path / 'config.json'}: unknown index kind {cfg.get('kind')!r}; expected one of {sorted(classes)}")
+    return classes[cfg["kind"]]._load(path, cfg, mmap)

@@ -1,0 +1,177 @@
+"""VectorIndex: any FAISS index (factory string or preset) with ids, texts and metadata.
+
+>>> idx = VectorIndex(preset="hnsw", metric="cosine")
+>>> idx.add(X, ids=["a", "b", ...], texts=[...])          # X: (n, 256) float32
+>>> idx.search(X[0], top_k=3)                              # [{"id": "a", "score": 1.0, ...}, ...]
+>>> idx.search(X[:5], top_k=3, efSearch=256)               # 5 lists of 3 hits
+>>> idx.save("idx/"); load_index("idx/", mmap=True)
+
+``metric='cosine'`` L2-normalises vectors and uses inner product; ``'ip'`` and ``'l2'`` pass
+vectors through as they are (after the transform chain). Presets: ``flat`` (exact), ``ivf``
+(``IVF{4√N},Flat``, nprobe ≈ 3% of the lists), ``hnsw`` (``HNSW32``, efSearch 128),
+``ivfpq`` (``IVF{4√N},PQ{dim/4}``). An index trains on the first batch it is given (or on
+:meth:`VectorIndex.train`), so give IVF / PQ indexes a representative first batch.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+
+from ..errors import FormatError, InputError, check_choice
+from . import factory as fx
+from .base import BaseIndex
+
+
+class VectorIndex(BaseIndex):
+    """A FAISS index plus the id/text/metadata store, the transform chain and the model reference.
+
+    Parameters: ``factory`` (any ``faiss.index_factory`` string) or ``preset`` (one of
+    ``flat``, ``ivf``, ``hnsw``, ``ivfpq``; the default is ``flat``); ``metric``;
+    ``nprobe`` / ``efSearch`` defaults for searches; ``transform`` (a fitted
+    :class:`~simkit.transforms.Chain` or step); ``model`` (an Encoder, its ``model_card``
+    dict, or a model path) used by :meth:`search_text`.
+    """
+
+    kind = "faiss"
+
+    def __init__(self, factory: str | None = None, *, preset: str | None = None,
+                 metric: str = "cosine", nprobe: int | None = None, efSearch: int | None = None,
+                 transform: Any = None, model: Any = None):
+        self.factory = factory
+        self.preset = preset
+        self.metric = metric
+        self.nprobe = nprobe
+        self.efSearch = efSearch
+        self.transform = transform
+        self.model = model
+
+    @property
+    def is_fitted(self) -> bool:
+        return getattr(self, "index_", None) is not None
+
+    def _ntotal(self) -> int:
+        return int(self.index_.ntotal)
+
+    # -- training ---------------------------------------------------------------------
+    def train(self, vectors) -> VectorIndex:
+        """Build and train the FAISS index on ``vectors`` (model space) without adding them."""
+        if self.is_fitted:
+            raise InputError("this index is already trained")
+        X, _ = self._prepare(vectors, "training vectors")
+        self._fit(X)
+        return self
+
+    def _fit(self, X: np.ndarray) -> None:
+        fx.faiss_metric(self.metric)
+        if self.factory is not None and self.preset is not None:
+            raise InputError("pass either factory=... or preset=..., not both")
+        if self.factory is None:
+            self.factory_ = fx.resolve_preset(self.preset or "flat", X.shape[0], X.shape[1])
+        else:
+            self.factory_ = self.factory
+        index = fx.make_index(self.factory_, X.shape[1], self.metric)
+        if not index.is_trained:
+            fx.check_training(index, X.shape[0], self.factory_)
+            index.train(X)
+        ivf = fx.find_ivf(index)
+        if ivf is not None and self.factory is None:
+            ivf.nprobe = fx.default_nprobe(ivf.nlist)
+        self.index_ = index
+        self._bind()
+
+    def _bind(self) -> None:
+        """Keep handles on the knobs searches turn, and their defaults."""
+        self._ivf = fx.find_ivf(self.index_)
+        self._hnsw = fx.find_hnsw(self.index_)
+        if self.nprobe is not None and self._ivf is not None:
+            self._ivf.nprobe = int(self.nprobe)
+        if self.efSearch is not None and self._hnsw is not None:
+            self._hnsw.efSearch = int(self.efSearch)
+
+    # -- changes ----------------------------------------------------------------------
+    def _writable(self) -> None:
+        if getattr(self, "_mmapped", False):
+            raise InputError("this index was loaded with mmap=True and is read-only; load it with mmap=False to change it")
+
+    def _add(self, X: np.ndarray, labels: np.ndarray) -> None:
+        self._writable()
+        self.index_.add_with_ids(X, labels)
+
+    def _remove(self, labels: np.ndarray) -> None:
+        self._writable()
+        if not fx.supports_remove(self.index_):
+            raise InputError(f"the FAISS index {self.factory_!r} (HNSW) cannot remove vectors; rebuild it without them, or use preset 'flat' / 'ivf'")
+        try:
+            removed = self.index_.remove_ids(faiss.IDSelectorBatch(labels))
+        except RuntimeError as e:
+            raise InputError(f"the FAISS index {self.factory_!r} cannot remove vectors: {str(e).strip().splitlines()[-1]}") from None
+        if removed != len(labels):
+            raise FormatError(f"FAISS removed {removed} vectors for {len(labels)} ids; the index and its store disagree")
+
+    # -- search -----------------------------------------------------------------------
+    def _search(self, X: np.ndarray, k: int, nprobe: int | None = None, efSearch: int | None = None):
+        saved = []
+        if nprobe is not None:
+            if self._ivf is None:
+                raise InputError(f"nprobe applies to IVF indexes; this one is {self.factory_!r}")
+            saved.append((self._ivf, "nprobe", self._ivf.nprobe))
+            self._ivf.nprobe = int(nprobe)
+        if efSearch is not None:
+            if self._hnsw is None:
+                raise InputError(f"efSearch applies to HNSW indexes; this one is {self.factory_!r}")
+            saved.append((self._hnsw, "efSearch", self._hnsw.efSearch))
+            self._hnsw.efSearch = int(efSearch)
+        try:
+            with fx.few_queries_threads(X.shape[0]):
+                D, L = self.index_.search(X, k)
+        finally:
+            for obj, name, value in saved:
+                setattr(obj, name, value)
+        return (-D if self.metric == "l2" else D), L
+
+    # -- persistence ------------------------------------------------------------------
+    def _save_payload(self, tmp: Path) -> dict:
+        faiss.write_index(self.index_, str(tmp / "index.faiss"))
+        return {
+            "factory": self.factory_, "preset": self.preset,
+            "nprobe": self._ivf.nprobe if self._ivf is not None else None,
+            "efSearch": self._hnsw.efSearch if self._hnsw is not None else None,
+        }
+
+    @classmethod
+    def _load(cls, path: Path, cfg: dict, mmap: bool = False) -> VectorIndex:
+        check_choice("metric", cfg.get("metric"), fx.METRICS)
+        self = cls(cfg.get("factory"), preset=None, metric=cfg["metric"], transform=cfg.get("transform"),
+                   model=cfg.get("model"))
+        self.factory_ = cfg["factory"]
+        file = path / "index.faiss"
+        if not file.is_file():
+            raise FormatError(f"{file}: not found; the index directory {path} is incomplete")
+        try:
+            self.index_ = faiss.read_index(str(file), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if mmap else 0)
+        except RuntimeError as e:
+            raise FormatError(f"{file}: not a readable FAISS index (truncated or foreign?): {str(e).strip().splitlines()[-1]}") from None
+        self._mmapped = mmap
+        if self.index_.d != cfg["dim"] or self.index_.ntotal != cfg["count"]:
+            raise FormatError(f"{file}: dim {self.index_.d} / {self.index_.ntotal} vectors, but config.json says dim {cfg['dim']} / {cfg['count']}")
+        self._load_common(path, cfg)
+        self._bind()
+        if cfg.get("nprobe") is not None and self._ivf is not None:
+            self._ivf.nprobe = int(cfg["nprobe"])
+        if cfg.get("efSearch") is not None and self._hnsw is not None:
+            self._hnsw.efSearch = int(cfg["efSearch"])
+        return self
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, mmap: bool = False) -> VectorIndex:
+        from .base import load_index
+
+        index = load_index(path, mmap=mmap)
+        if not isinstance(index, cls):
+            raise FormatError(f"{path}: holds a {type(index).__name__}, not a {cls.__name__}")
+        return index

@@ -1,0 +1,218 @@
+"""VectorIndex / LSHIndex: correctness against exact numpy search, ids, changes, errors."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from simkit.errors import InputError
+from simkit.index import LSHIndex, VectorIndex
+
+N, D = 2000, 32
+
+
+def clustered(n=N, d=D, k=20, seed=0, spread=0.3):
+    """A mixture of k Gaussians (unnormalised), float32."""
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((k, d)) * 2
+    return (centers[rng.integers(0, k, n)] + spread * rng.standard_normal((n, d))).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def data():
+    both = clustered(n=N + 50)  # queries from the same mixture as the corpus
+    return both[:N], both[N:], [f"doc{i}" for i in range(N)]
+
+
+def exact(X, Q, k, metric="cosine"):
+    """Exact top-k (indices, scores) by numpy."""
+    if metric == "cosine":
+        X = X / np.linalg.norm(X, axis=1, keepdims=True)
+        Q = Q / np.linalg.norm(Q, axis=1, keepdims=True)
+    S = Q @ X.T if metric != "l2" else -((Q[:, None, :] - X[None]) ** 2).sum(-1)
+    idx = np.argsort(-S, axis=1, kind="stable")[:, :k]
+    return idx, np.take_along_axis(S, idx, 1)
+
+
+def recall(hits, truth_idx, ids):
+    got = [{h["id"] for h in row} for row in hits]
+    return np.mean([len(g & {ids[j] for j in t}) / len(t) for g, t in zip(got, truth_idx)])
+
+
+@pytest.mark.parametrize("metric", ["cosine", "ip", "l2"])
+def test_flat_is_exact(data, metric):
+    X, Q, ids = data
+    idx = VectorIndex(preset="flat", metric=metric).add(X, ids)
+    hits = idx.search(Q, top_k=10)
+    t_idx, t_s = exact(X, Q, 10, metric)
+    assert [[h["id"] for h in row] for row in hits] == [[ids[j] for j in row] for row in t_idx]
+    np.testing.assert_allclose([[h["score"] for h in row] for row in hits], t_s, rtol=1e-4, atol=1e-3)
+    for row in hits:  # sorted by score, higher first, whatever the metric
+        assert all(a["score"] >= b["score"] for a, b in itertools.pairwise(row))
+
+
+def test_single_query_and_k_larger_than_ntotal(data):
+    X, Q, ids = data
+    idx = VectorIndex().add(X[:7], ids[:7], texts=[f"t{i}" for i in range(7)], metadata=[{"i": i} for i in range(7)])
+    one = idx.search(X[3], top_k=3)
+    assert isinstance(one, list) and isinstance(one[0], dict)
+    assert one[0] == {"id": "doc3", "score": pytest.approx(1.0, abs=1e-5), "text": "t3", "metadata": {"i": 3}}
+    many = idx.search(Q[:2], top_k=100)
+    assert [len(r) for r in many] == [7, 7]
+    assert {h["id"] for h in many[0]} == set(ids[:7])
+
+
+def test_ivf_no_minus_one_and_nprobe(data):
+    X, Q, ids = data
+    idx = VectorIndex("IVF16,Flat", metric="cosine").add(X, ids)
+    few = idx.search(Q, top_k=1000, nprobe=1)  # one list holds fewer than 1000 vectors
+    assert all(0 < len(r) < 1000 for r in few)
+    assert all(h["id"] in set(ids) for r in few for h in r)
+    full = idx.search(Q, top_k=10, nprobe=16)  # all lists probed: exact
+    assert recall(full, exact(X, Q, 10)[0], ids) == 1.0
+    assert idx._ivf.nprobe == 1  # the per-search value did not stick
+
+
+@pytest.mark.parametrize("preset,min_recall", [("ivf", 0.9), ("hnsw", 0.95), ("ivfpq", 0.08)])
+def test_presets_recall(data, preset, min_recall):
+    # ivfpq here keeps 2 bytes a vector (PQ4x4 on 32 dims): far above chance (0.005), far from exact
+    X, Q, ids = data
+    idx = VectorIndex(preset=preset).add(X, ids)
+    assert {"ivf": "IVF51,Flat", "hnsw": "HNSW32", "ivfpq": "IVF51,PQ4x4"}[preset] == idx.factory_
+    assert recall(idx.search(Q, top_k=10), exact(X, Q, 10)[0], ids) >= min_recall
+
+
+def test_hnsw_efsearch_and_no_remove(data):
+    X, Q, ids = data
+    idx = VectorIndex(preset="hnsw").add(X, ids)
+    low = recall(idx.search(Q, top_k=10, efSearch=10), exact(X, Q, 10)[0], ids)
+    high = recall(idx.search(Q, top_k=10, efSearch=400), exact(X, Q, 10)[0], ids)
+    assert high >= low and high >= 0.98
+    with pytest.raises(InputError, match="HNSW"):
+        idx.remove(["doc1"])
+    assert len(idx) == N and "doc1" in idx.store_
+    with pytest.raises(InputError, match="efSearch applies to HNSW"):
+        VectorIndex().add(X, ids).search(Q, efSearch=5)
+
+
+def test_training_errors_and_warnings(data):
+    X, _, _ = data
+    with pytest.raises(InputError, match="at least 1000 training vectors"):
+        VectorIndex("IVF1000,Flat").add(X[:500])
+    with pytest.warns(UserWarning, match="below FAISS's recommended 39"):
+        VectorIndex("IVF16,Flat").add(X[:500])
+    with pytest.raises(InputError, match="invalid FAISS factory string 'Bogus12'"):
+        VectorIndex("Bogus12").add(X)
+    with pytest.raises(InputError, match="unknown preset 'fast'"):
+        VectorIndex(preset="fast").add(X)
+
+
+def test_incremental_add_equals_one_batch(data):
+    X, Q, ids = data
+    a = VectorIndex().add(X, ids)
+    b = VectorIndex().add(X[:1200], ids[:1200]).add(X[1200:], ids[1200:])
+    assert a.search(Q, top_k=5) == b.search(Q, top_k=5)
+
+
+def test_ids_duplicates_upsert_remove(data):
+    X, _, ids = data
+    idx = VectorIndex(preset="flat").add(X[:100], ids[:100], texts=[f"t{i}" for i in range(100)])
+    with pytest.raises(InputError, match="'doc5' is already in the index"):
+        idx.add(X[5:6], ["doc5"])
+    with pytest.raises(InputError, match="duplicate id 'x'"):
+        idx.add(X[:2], ["x", "x"])
+    with pytest.raises(InputError, match="all str or all int"):
+        idx.add(X[:2], ["y", 3])
+    with pytest.raises(InputError, match="this index has str ids"):
+        idx.add(X[:1], [7])
+    # upsert: doc5 now carries doc50's vector and a new text
+    idx.upsert(X[50:51], ["doc5"], texts=["new"])
+    assert len(idx) == 100
+    top = idx.search(X[50], top_k=2)
+    assert {h["id"] for h in top} == {"doc5", "doc50"} and idx.get("doc5")["text"] == "new"
+    assert idx.remove(["doc50", "doc5"]) == 2 and len(idx) == 98
+    assert all(h["id"] not in ("doc5", "doc50") for h in idx.search(X[50], top_k=98))
+    with pytest.raises(InputError, match="unknown id 'nope'"):
+        idx.remove(["nope"])
+
+
+def test_int_ids_default_ids(data):
+    X, _, _ = data
+    idx = VectorIndex().add(X[:10])
+    idx.add(X[10:20])
+    assert sorted(h["id"] for h in idx.search(X[0], top_k=20)) == list(range(20))
+    idx2 = VectorIndex().add(X[:3], ids=np.array([10, 20, 30]))
+    assert idx2.search(X[1], top_k=1)[0]["id"] == 20
+
+
+def test_bad_input(data):
+    X, Q, ids = data
+    with pytest.raises(InputError, match="empty"):
+        VectorIndex().search(Q)
+    idx = VectorIndex().add(X, ids)
+    with pytest.raises(InputError, match="dimension 16, but this index expects dimension 32"):
+        idx.search(np.zeros((2, 16), np.float32))
+    with pytest.raises(InputError, match="dimension 16, but this index expects dimension 32"):
+        idx.add(np.zeros((2, 16), np.float32), ["a", "b"])
+    bad = X[:5].copy()
+    bad[3, 2] = np.nan
+    with pytest.raises(InputError, match="row 3 contains NaN"):
+        VectorIndex().add(bad)
+    with pytest.raises(InputError, match="3 ids for 5 vectors"):
+        VectorIndex().add(X[:5], ["a", "b", "c"])
+    with pytest.raises(InputError, match="2 texts for 5 vectors"):
+        VectorIndex().add(X[:5], texts=["a", "b"])
+    with pytest.raises(InputError, match="top_k=0"):
+        idx.search(Q, top_k=0)
+    with pytest.raises(InputError, match="unknown metric 'dot'"):
+        VectorIndex(metric="dot").add(X)
+
+
+def test_transform_applied_to_corpus_and_queries(data):
+    from simkit.transforms import Chain, Whitening
+
+    X, Q, ids = data
+    chain = Chain([Whitening(n_components=8)]).fit(X)
+    idx = VectorIndex(transform=chain).add(X, ids)
+    assert (idx.dim_in_, idx.dim_) == (32, 8)
+    manual = VectorIndex().add(chain.transform(X), ids)
+    assert idx.search(Q, top_k=5) == manual.search(chain.transform(Q), top_k=5)
+
+
+# -- LSH ---------------------------------------------------------------------------------
+
+def test_lsh_flat_recall_and_rerank_scores_exact(data):
+    X, Q, ids = data
+    idx = LSHIndex(nbits=128, rerank=10).add(X, ids)
+    hits = idx.search(Q, top_k=10)
+    t_idx, _ = exact(X, Q, 10)
+    assert recall(hits, t_idx, ids) >= 0.9
+    Xn = X / np.linalg.norm(X, axis=1, keepdims=True)
+    Qn = Q / np.linalg.norm(Q, axis=1, keepdims=True)
+    for q, row in zip(Qn, hits):  # re-ranked scores are exact cosines, sorted
+        np.testing.assert_allclose([h["score"] for h in row], [Xn[ids.index(h["id"])] @ q for h in row], rtol=1e-5)
+        assert all(a["score"] >= b["score"] for a, b in itertools.pairwise(row))
+    # more candidates can only help
+    assert recall(idx.search(Q, top_k=10, rerank=50), t_idx, ids) >= recall(hits, t_idx, ids)
+
+
+def test_lsh_multihash_and_remove(data):
+    X, Q, ids = data
+    idx = LSHIndex(nbits=128, mode="multihash", n_tables=8, hash_bits=8, nflip=1).add(X, ids)
+    hits = idx.search(Q, top_k=10)
+    assert recall(hits, exact(X, Q, 10)[0], ids) >= 0.7
+    assert all(h["id"] in set(ids) for r in hits for h in r)
+    idx.remove(["doc0"])
+    assert "doc0" not in {h["id"] for h in idx.search(X[0], top_k=50)} and len(idx) == N - 1
+
+
+def test_lsh_refuses_ip_on_unnormalised(data):
+    X, Q, ids = data
+    with pytest.raises(InputError, match="unit-norm"):
+        LSHIndex(metric="ip").add(X, ids)
+    Xn = X / np.linalg.norm(X, axis=1, keepdims=True)
+    assert len(LSHIndex(metric="ip").add(Xn, ids).search(Q[0], top_k=3)) == 3
+    with pytest.raises(InputError, match="multiple of 8"):
+        LSHIndex(nbits=12).add(Xn)
