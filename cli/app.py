@@ -12,6 +12,7 @@ import logging
 import typer
 
 from . import encode as _encode
+from . import eval as _eval
 from . import info as _info
 
 app = typer.Typer(
@@ -38,6 +39,7 @@ def _root(
 
 _encode.register(app)
 _info.register(app)
+_eval.register(app)
 
 
 def main() -> None:
