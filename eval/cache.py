@@ -28,11 +28,11 @@ import numpy as np
 
 from simkit.errors import FormatError
 
-KEY_DTYPE = np.dtype("S16")
+KEY_SIZE = 16  # digest bytes; stored as uint8 (n, 16): numpy "S16" would drop trailing NULs
 
 
 def text_key(text: str) -> bytes:
-    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=KEY_SIZE).digest()
 
 
 def model_fingerprint(encoder) -> str:
@@ -65,18 +65,19 @@ class _Shelf:
                     vecs = np.load(vec_file, mmap_mode="r", allow_pickle=False)
                 except (OSError, ValueError, EOFError) as e:
                     raise FormatError(f"{vec_file}: unreadable cache shard ({e}); delete {folder}") from None
-                if keys.dtype != KEY_DTYPE or vecs.ndim != 2 or len(keys) != len(vecs):
+                if keys.dtype != np.uint8 or keys.shape[1:] != (KEY_SIZE,) or vecs.ndim != 2 or len(keys) != len(vecs):
                     raise FormatError(f"{vec_file}: inconsistent cache shard; delete {folder}")
                 self._add(keys, vecs)
 
     def _add(self, keys: np.ndarray, vecs: np.ndarray) -> None:
         s = len(self.arrays)
         self.arrays.append(vecs)
-        for row, k in enumerate(keys.tolist()):
-            self.index.setdefault(k, (s, row))
+        raw = keys.tobytes()
+        for row in range(len(keys)):
+            self.index.setdefault(raw[row * KEY_SIZE : (row + 1) * KEY_SIZE], (s, row))
 
     def put(self, keys: list[bytes], vecs: np.ndarray) -> None:
-        keys_arr = np.asarray(keys, dtype=KEY_DTYPE)
+        keys_arr = np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(-1, KEY_SIZE)
         vecs = np.ascontiguousarray(vecs, dtype=np.float32)
         if self.folder is not None:
             self.folder.mkdir(parents=True, exist_ok=True)
@@ -85,7 +86,7 @@ class _Shelf:
             for file, arr in ((vec_file, vecs), (keys_file, keys_arr)):  # keys last: commit marker
                 tmp = file.with_name(f".{file.name}.tmp-{os.getpid()}")
                 with open(tmp, "wb") as f:
-                    np.save(f, arr)
+                    np.save(f, arr, allow_pickle=False)
                 os.replace(tmp, file)
             vecs = np.load(vec_file, mmap_mode="r")
         self._add(keys_arr, vecs)
