@@ -271,10 +271,15 @@ def run_grid(
         else:
             model_info[m.name] = {"kind": "encoder", "fingerprint": cache.fingerprint(m.encoder),
                                   **m.encoder.model_card}
+    # Read every file (and check the fit set) before encoding anything: a missing split of the
+    # last task must not surface after an hour of encoding the first ones.
+    loaded = {}
+    for task in config.tasks:
+        data = {s: load_task(data_dir, task, s, config.data_format).head(config.limit) for s in config.splits}
+        loaded[task] = (data, *_fit_set(task, data, config, data_dir))
     for task in config.tasks:
         max_len = config.max_seq_length.get(task, DEFAULT_MAX_SEQ_LENGTH[task])
-        data = {s: load_task(data_dir, task, s, config.data_format).head(config.limit) for s in config.splits}
-        fit_texts, fit_info = _fit_set(task, data, config, data_dir)
+        data, fit_texts, fit_info = loaded.pop(task)
         groups = [g for s in config.splits for g in (data[s].sentences1, data[s].sentences2)]
         uniq, rows = unique_texts(*groups, fit_texts)
         split_rows = {s: (rows[2 * i], rows[2 * i + 1]) for i, s in enumerate(config.splits)}

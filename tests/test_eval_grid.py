@@ -280,3 +280,11 @@ def test_plot_needs_matplotlib_or_says_how(enc, data_dir, tmp_path, monkeypatch)
     with pytest.raises(ImportError, match=r"pip install 'simkit\[plot\]'"):
         write_report(run, tmp_path / "o2", plot=True)
     assert not (write_report(run, tmp_path / "o3") / "whitening_dim.png").exists()  # auto: skipped
+
+
+def test_missing_split_fails_before_any_encoding(enc, data_dir):
+    cache = EmbeddingCache(None)
+    cfg = GridConfig(tasks=["STS-B", "PAWSX"], splits=["test"], poolings=["cls"])
+    with pytest.raises(InputError, match=r"PAWSX\.test\.data: no such file; found for PAWSX: PAWSX\.valid\.data"):
+        run_grid([ModelSpec("tiny", enc)], data_dir, cfg, cache)
+    assert cache.n_encoded_ == 0
