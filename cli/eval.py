@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -57,7 +58,7 @@ def sts(
     seed: int = typer.Option(0, "--seed", help="Seed of the JL projections."),
     limit: int | None = typer.Option(None, "--limit", min=2, help="Only the first N pairs of each split (quick runs)."),
     data_format: str = typer.Option("auto", "--data-format", help="auto, senteval or cmteb."),
-    cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Embedding cache (default: ~/.cache/simkit/eval)."),  # noqa: B008 (typer idiom)
+    cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Embedding cache (default: $XDG_CACHE_HOME/simkit/eval, else ~/.cache/simkit/eval)."),  # noqa: B008 (typer idiom)
     no_cache: bool = typer.Option(False, "--no-cache", help="Keep embeddings in memory only."),
     plot: bool | None = typer.Option(None, "--plot/--no-plot", help="PNG of score vs whitening dim (default: if matplotlib is installed)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it exists."),
@@ -101,7 +102,8 @@ def sts(
     from simkit_eval.grid import run_grid
     from simkit_eval.report import markdown_table, write_report
 
-    cache = EmbeddingCache(None if no_cache else (cache_dir or Path("~/.cache/simkit/eval")))
+    default_cache = Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache") / "simkit" / "eval"
+    cache = EmbeddingCache(None if no_cache else (cache_dir or default_cache))
     run = run_grid(specs, data_dir, config, cache)
     for note in run.notes:
         log.warning("note: %s", note)

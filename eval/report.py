@@ -148,7 +148,7 @@ def markdown_table(run: GridRun, split: str | None = None) -> str:
     for s in splits:
         head = ["model-pooling", *tasks, "avg", "w-avg"]
         title = (f"Spearman × 100 on the {s} split; cells: {' / '.join(transforms)}"
-                 f" (whitening fit on: {run.config.fit_on})")
+                 f" (whitening / IDF fit on: {run.config.fit_on})")
         lines = [title, "",
                  "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for m, p in _rows(run):
@@ -221,8 +221,12 @@ def write_report(run: GridRun, out: str | Path, argv: Sequence[str] | None = Non
             f.writelines(json.dumps(dataclasses.asdict(c), ensure_ascii=False) + "\n" for c in run.cells)
         (tmp / "table.md").write_text(markdown_table(run), encoding="utf-8")
         keys = dict.fromkeys((c.model, c.pooling, c.transform, c.task) for c in run.cells)
+        slugs: dict[str, str] = {}
+        for m in dict.fromkeys(k[0] for k in keys):  # two models with one slug get -2, -3 ...
+            base = slug(m)
+            slugs[m] = base if base not in slugs.values() else f"{base}-{len(slugs) + 1}"
         for m, p, t, task in keys:
-            folder = tmp / slug(m) / (p if p != "-" else "default") / t
+            folder = tmp / slugs[m] / (p if p != "-" else "default") / t
             folder.mkdir(parents=True, exist_ok=True)
             write_json(folder / f"{task}.json", task_result(run, m, p, t, task))
         if plot is not False:
