@@ -68,6 +68,9 @@ def main(argv=None) -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--no-peer", action="store_true", help="skip the re-encode peer (the slowest part)")
+    ap.add_argument("--overhead-only", action="store_true",
+                    help="replace the model's forward pass by random vectors: times what the grid "
+                         "adds to encoding (fingerprint, loading, whitening fits, scoring) at any size")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -79,6 +82,15 @@ def main(argv=None) -> None:
                            max_position=512)
     enc = Encoder.from_model(model, tok, ModelInfo("bert", pooling="cls", max_seq_length=64,
                                                    source=f"random-bert-L{args.layers}-H{args.hidden}"))
+    if args.overhead_only:
+        rng = np.random.default_rng(0)
+
+        def fake_encode(sentences, poolings, **kw):  # same shapes and dtype as the real thing
+            return {p: rng.standard_normal((len(sentences), args.hidden), dtype=np.float32) for p in poolings}
+
+        enc.encode_poolings = fake_encode
+        enc.last_encode_info_ = {"truncated": 0}
+        args.no_peer = True
     by_len: dict[int, list[str]] = {}
     for t, d in data.items():
         by_len.setdefault(DEFAULT_MAX_SEQ_LENGTH[t], []).extend([*d.sentences1, *d.sentences2])
