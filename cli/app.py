@@ -14,6 +14,7 @@ import typer
 from . import convert as _convert
 from . import encode as _encode
 from . import index as _index
+from . import eval as _eval
 from . import info as _info
 from . import paraphrase as _paraphrase
 from . import train as _train
@@ -41,13 +42,15 @@ def _root(
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
 
 
+# Order of --help: the workflow of a user (encode, search, generate, evaluate, train, tools).
 _encode.register(app)
-_info.register(app)
-_paraphrase.register(app)
-_train.register(app)
-_convert.register(app)
-_transforms.register(app)
 _index.register(app)
+_paraphrase.register(app)
+_eval.register(app)
+_train.register(app)
+_transforms.register(app)
+_convert.register(app)
+_info.register(app)
 
 
 def main() -> None:

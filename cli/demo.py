@@ -53,6 +53,11 @@ def main() -> None:
     run("info", model)
     summary = json.loads(run("encode", corpus, "--model", model, "-o", str(out / "emb"), "--overwrite"))
     print(f"demo: encoded {summary['count']} texts into {summary['dim']}-d vectors", file=sys.stderr)
+    run("index", "build", str(out / "emb"), "--texts", corpus, "--model", model, "--preset", "flat",
+        "-o", str(out / "index"), "--overwrite")
+    run("index", "query", str(out / "index"), "花呗怎么还钱", "-k", "3")
+    run("paraphrase", "花呗怎么还款", "-n", "16", "-k", "5", "--model", model, "--seed", "0")
+    run("eval", "sts", "--model", model, "--pairs", str(assets.demo_sts()), "-o", str(out / "eval"))
 
 
 if __name__ == "__main__":

@@ -21,3 +21,8 @@ def default_model_dir() -> str:
 
 def demo_corpus() -> Path:
     return ASSETS / "demo_corpus.txt"
+
+
+def demo_sts() -> Path:
+    """Forty hand-written Chinese pairs (label 1 similar, 0 not), for the demo's STS step."""
+    return ASSETS / "demo_sts.tsv"

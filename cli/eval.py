@@ -1,0 +1,114 @@
+"""``simkit eval sts``: the five Chinese STS tasks, a grid of pooling × whitening, a report."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import typer
+
+from simkit.errors import InputError
+
+from .common import handle_errors, log, progress_enabled
+
+
+def register(app: typer.Typer) -> None:
+    eval_app = typer.Typer(help="Evaluate encoders on benchmarks.", no_args_is_help=True)
+    eval_app.command("sts", help=STS_HELP)(handle_errors(sts))
+    app.add_typer(eval_app, name="eval")
+
+
+STS_HELP = """Score models on ATEC, BQ, LCQMC, PAWSX and STS-B (Spearman of cosine vs labels).
+
+Every model × pooling × transform is scored on every task and split; each distinct sentence
+is encoded once per (model, max_seq_length), and one forward pass serves every pooling. The
+markdown table (rows model-pooling, cells none / whitening / …) is printed on stdout; OUT
+gets MTEB-style JSON per task, a manifest (versions, data sha256, protocol) and a plot.
+
+DATA-DIR holds DIR/<TASK>/<TASK>.<split>.data (senteval_cn) or local C-MTEB copies
+(DIR/ATEC/, DIR/STSB/ … with parquet / jsonl / csv, or a `datasets` save_to_disk folder).
+
+Examples:
+  simkit eval sts --model tfidf --data-dir data/chinese-sts -o results/tfidf
+  simkit eval sts -m my-model --whitening 0,full,256 --jl 128 --baseline tfidf -d D -o results/m
+"""
+
+
+def _split_list(values: list[str] | None) -> list[str]:
+    return [v.strip() for item in values or [] for v in item.split(",") if v.strip()]
+
+
+def sts(
+    model: list[str] | None = typer.Option(None, "--model", "-m", help="Model dir / hub id, repeatable or comma-separated; 'tfidf' is the weight-free baseline."),  # noqa: B008 (typer idiom)
+    data_dir: Path = typer.Option(..., "--data-dir", "-d", help="senteval_cn or C-MTEB directory."),  # noqa: B008 (typer idiom)
+    output: Path = typer.Option(..., "--output", "-o", help="Report directory (created atomically)."),  # noqa: B008 (typer idiom)
+    tasks: str = typer.Option("ATEC,BQ,LCQMC,PAWSX,STS-B", "--tasks", help="Comma-separated tasks."),
+    split: str = typer.Option("valid", "--split", help="Split(s) to score, comma-separated: train, valid, test."),
+    pooling: str = typer.Option("cls,pooler,last-avg,first-last-avg", "--pooling", "-p", help="Poolings, comma-separated ('pooler' is skipped for models without one)."),
+    whitening: str = typer.Option("0,full,256", "--whitening", "-w", help="0 (none), full, and/or whitening dimensions k."),
+    jl: str | None = typer.Option(None, "--jl", help="JL random projection dimensions, comma-separated (e.g. 128)."),
+    fit_on: str = typer.Option("all", "--fit-on", help="Whitening / TF-IDF fit set: all (every pair of the scored splits), a split name, or a corpus FILE."),
+    baseline: str | None = typer.Option(None, "--baseline", help="Add a weight-free baseline row: tfidf."),
+    max_seq_length: str | None = typer.Option(None, "--max-seq-length", help="Token limit: N for all tasks, or TASK=N,... overrides (default 64, PAWSX 128)."),
+    batch_size: int = typer.Option(32, "--batch-size", "-b", min=1),
+    dtype: str = typer.Option("fp32", "--dtype", help="fp32 or bf16."),
+    threads: int | None = typer.Option(None, "--threads", help="torch intra-op threads."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the JL projections."),
+    limit: int | None = typer.Option(None, "--limit", min=2, help="Only the first N pairs of each split (quick runs)."),
+    data_format: str = typer.Option("auto", "--data-format", help="auto, senteval or cmteb."),
+    cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Embedding cache (default: $XDG_CACHE_HOME/simkit/eval, else ~/.cache/simkit/eval)."),  # noqa: B008 (typer idiom)
+    no_cache: bool = typer.Option(False, "--no-cache", help="Keep embeddings in memory only."),
+    plot: bool | None = typer.Option(None, "--plot/--no-plot", help="PNG of score vs whitening dim (default: if matplotlib is installed)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it exists."),
+) -> None:
+    from simkit_eval.baseline import NAME as TFIDF
+    from simkit_eval.grid import GridConfig, ModelSpec, parse_max_seq_length, parse_transforms
+
+    if output.exists() and not overwrite:
+        raise InputError(f"{output} already exists; pass --overwrite to replace it")
+    names = _split_list(model)
+    if baseline is not None:
+        if baseline != TFIDF:
+            raise InputError(f"unknown baseline {baseline!r}; expected one of: {TFIDF}")
+        names.append(TFIDF)
+    names = list(dict.fromkeys(names))
+    if not names:
+        raise InputError("no model given; pass --model M (or --model tfidf for the weight-free baseline)")
+    config = GridConfig(
+        tasks=_split_list([tasks]), splits=_split_list([split]), poolings=_split_list([pooling]),
+        transforms=parse_transforms(whitening, _split_list([jl]) if jl else ()), fit_on=fit_on,
+        max_seq_length=parse_max_seq_length(max_seq_length), batch_size=batch_size, seed=seed,
+        limit=limit, data_format=data_format, show_progress_bar=progress_enabled(),
+    )
+    from simkit_eval.data import TASKS
+
+    from simkit.errors import check_choice
+
+    for t in config.tasks:
+        check_choice("task", t, TASKS)
+    specs = []
+    for name in names:
+        if name == TFIDF:
+            specs.append(ModelSpec(TFIDF))
+            continue
+        from simkit.encoder import Encoder
+
+        t0 = time.perf_counter()
+        specs.append(ModelSpec(name, Encoder(name, dtype=dtype, num_threads=threads)))
+        log.info("loaded %s in %.1fs", name, time.perf_counter() - t0)
+    from simkit_eval.cache import EmbeddingCache
+    from simkit_eval.grid import run_grid
+    from simkit_eval.report import markdown_table, write_report
+
+    default_cache = Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache") / "simkit" / "eval"
+    cache = EmbeddingCache(None if no_cache else (cache_dir or default_cache))
+    run = run_grid(specs, data_dir, config, cache)
+    for note in run.notes:
+        log.warning("note: %s", note)
+    write_report(run, output, argv=sys.argv, overwrite=overwrite, plot=plot)
+    log.info("wrote %s (%d scores, %.1fs; encoded %d sentences in %d passes, %d cache hits)",
+             output, len(run.cells), run.elapsed, run.cache["encoded"], run.cache["passes"], run.cache["hits"])
+    sys.stdout.write(markdown_table(run))
+    sys.stdout.flush()

@@ -1,0 +1,113 @@
+"""``simkit eval sts`` through typer's CliRunner, and the sentence-transformers cross-check."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from simkit_cli.app import app
+from test_eval_data import make_senteval_dir
+from typer.testing import CliRunner
+
+TASKS = ("ATEC", "BQ", "LCQMC", "PAWSX", "STS-B")
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    return make_senteval_dir(tmp_path / "sts")
+
+
+def _run(*args):
+    return CliRunner().invoke(app, ["eval", "sts", *map(str, args)])
+
+
+def test_tfidf_needs_no_weights_and_prints_the_table(data_dir, tmp_path):
+    out = tmp_path / "res"
+    r = _run("--model", "tfidf", "-d", data_dir, "-o", out, "--no-cache")
+    assert r.exit_code == 0, r.output
+    lines = r.stdout.splitlines()
+    assert "| model-pooling | ATEC | BQ | LCQMC | PAWSX | STS-B | avg | w-avg |" in lines
+    row = next(ln for ln in lines if ln.startswith("| tfidf |"))
+    cells = [json.loads(ln) for ln in (out / "cells.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [c["task"] for c in cells] == list(TASKS)
+    assert row.split(" | ")[1] == f"{100 * cells[0]['scores']['main_score']:.2f}"
+    assert (out / "table.md").read_text(encoding="utf-8") in r.stdout
+    r2 = _run("--baseline", "tfidf", "-d", data_dir, "-o", out, "--no-cache", "--split", "test",
+              "--tasks", "BQ,STS-B", "--overwrite")
+    assert r2.exit_code == 0, r2.output and "on the test split" in r2.stdout
+
+
+def test_model_grid_with_cache(tiny_bert_dir, data_dir, tmp_path):
+    args = ["--model", tiny_bert_dir, "--baseline", "tfidf", "-d", data_dir, "--tasks", "STS-B,PAWSX",
+            "--pooling", "cls,first-last-avg", "--whitening", "0,full,8", "--jl", "4",
+            "--cache-dir", tmp_path / "cache", "--no-plot", "--max-seq-length", "PAWSX=48"]
+    r = _run(*args, "-o", tmp_path / "a")
+    assert r.exit_code == 0, r.output
+    assert "cells: none / whitening / whitening-8 / jl-4" in r.stdout
+    label = f"{tiny_bert_dir}-first-last-avg"
+    assert sum(ln.startswith(("| " + label, "| tfidf |")) for ln in r.stdout.splitlines()) == 2
+    m1 = json.loads((tmp_path / "a" / "manifest.json").read_text(encoding="utf-8"))
+    assert m1["max_seq_length"] == {"STS-B": 64, "PAWSX": 48} and m1["cache"]["encoded"] > 0
+    assert m1["transforms"] == ["none", "whitening", "whitening-8", "jl-4"]
+    r = _run(*args, "-o", tmp_path / "b")
+    m2 = json.loads((tmp_path / "b" / "manifest.json").read_text(encoding="utf-8"))
+    assert r.exit_code == 0 and m2["cache"]["encoded"] == 0 and m2["cache"]["hits"] > 0
+    assert m1["summary"] == m2["summary"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model", "tfidf", "--tasks", "XX"], "unknown task 'XX'; expected one of: ATEC, BQ, LCQMC, PAWSX, STS-B"),
+    (["--tasks", "BQ"], "no model given"),
+    (["--model", "tfidf", "--fit-on", "nope"], "--fit-on 'nope'"),
+    (["--baseline", "bm25"], "unknown baseline 'bm25'"),
+    (["--model", "tfidf", "--whitening", "0,x"], "--whitening (0, full or k): 'x' is not an integer"),
+    (["--model", "tfidf", "--split", "train"], "ATEC.train.data: no such file; found for ATEC: ATEC.valid.data"),
+])
+def test_errors_are_one_line_and_exit_1(data_dir, tmp_path, args, message):
+    r = _run(*args, "-d", data_dir, "-o", tmp_path / "o", "--no-cache")
+    assert r.exit_code == 1 and message in r.stderr and r.stderr.startswith("simkit: error: ")
+    assert not (tmp_path / "o").exists()
+
+
+def test_refuses_to_overwrite(data_dir, tmp_path):
+    (tmp_path / "o").mkdir()
+    r = _run("--model", "tfidf", "-d", data_dir, "-o", tmp_path / "o")
+    assert r.exit_code == 1 and "pass --overwrite" in r.stderr
+
+
+def test_sentence_transformers_evaluator_agrees(tiny_bert_dir, data_dir):
+    """sentence-transformers' EmbeddingSimilarityEvaluator on the same model and pairs."""
+    pytest.importorskip("sentence_transformers")
+    from sentence_transformers.sentence_transformer.evaluation import EmbeddingSimilarityEvaluator
+    from simkit_eval.data import load_task
+    from simkit_eval.grid import GridConfig, ModelSpec, parse_transforms, run_grid
+
+    from simkit.encoder import Encoder
+
+    class Adapter:
+        """The bits of a SentenceTransformer the evaluator touches, over a simkit Encoder."""
+
+        similarity_fn_name = "cosine"
+
+        class model_card_data:
+            @staticmethod
+            def set_evaluation_metrics(*args, **kwargs):
+                pass
+
+        def __init__(self, enc):
+            self.enc = enc
+
+        def encode(self, sentences, batch_size=32, show_progress_bar=None, convert_to_numpy=True, **kw):
+            return self.enc.encode(list(sentences), batch_size=batch_size, max_seq_length=64)
+
+    pooling = "first-last-avg"
+    enc = Encoder(tiny_bert_dir, pooling=pooling)
+    run = run_grid([ModelSpec("tiny", enc)], data_dir,
+                   GridConfig(tasks=["STS-B", "ATEC"], poolings=[pooling], transforms=parse_transforms("0")))
+    for cell in run.cells:
+        ds = load_task(data_dir, cell.task, "valid")
+        ev = EmbeddingSimilarityEvaluator(ds.sentences1, ds.sentences2, ds.labels.tolist(),
+                                          similarity_fn_names=["cosine"], name="sts")
+        metrics = ev(Adapter(enc))
+        assert cell.scores["cosine_spearman"] == pytest.approx(metrics["sts_spearman_cosine"], abs=1e-6)
+        assert cell.scores["cosine_pearson"] == pytest.approx(metrics["sts_pearson_cosine"], abs=1e-6)
