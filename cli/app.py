@@ -13,8 +13,8 @@ import typer
 
 from . import convert as _convert
 from . import encode as _encode
-from . import index as _index
 from . import eval as _eval
+from . import index as _index
 from . import info as _info
 from . import paraphrase as _paraphrase
 from . import train as _train

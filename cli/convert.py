@@ -29,8 +29,8 @@ Example:  simkit convert bert4keras chinese_simbert_L-12_H-768_A-12 -o simbert/
 
 
 def bert4keras(
-    ckpt_dir: Path = typer.Argument(..., help="Directory with bert_config.json, vocab.txt, the checkpoint."),  # noqa: B008  # noqa: B008
-    output: Path = typer.Option(..., "--output", "-o", help="simkit model directory to write."),  # noqa: B008  # noqa: B008
+    ckpt_dir: Path = typer.Argument(..., help="Directory with bert_config.json, vocab.txt, the checkpoint."),
+    output: Path = typer.Option(..., "--output", "-o", help="simkit model directory to write."),
     checkpoint: str | None = typer.Option(None, "--checkpoint", help="Checkpoint prefix if the directory holds several."),
     backbone: str | None = typer.Option(None, "--backbone", help="bert or roformer (default: from the checkpoint)."),
     keep_tokens: str | None = typer.Option(None, "--keep-tokens", help="JSON list of kept token ids, 'auto' or 'none'."),

@@ -57,7 +57,13 @@ def main() -> None:
         "-o", str(out / "index"), "--overwrite")
     run("index", "query", str(out / "index"), "花呗怎么还钱", "-k", "3")
     run("paraphrase", "花呗怎么还款", "-n", "16", "-k", "5", "--model", model, "--seed", "0")
-    run("eval", "sts", "--model", model, "--pairs", str(assets.demo_sts()), "-o", str(out / "eval"))
+    # The eval harness reads the senteval_cn layout: DIR/<TASK>/<TASK>.<split>.data.
+    sts = out / "sts" / "DEMO"
+    sts.mkdir(parents=True, exist_ok=True)
+    (sts / "DEMO.valid.data").write_bytes(assets.demo_sts().read_bytes())
+    run("eval", "sts", "--model", model, "--data-dir", str(out / "sts"), "--tasks", "DEMO",
+        "--split", "valid", "--whitening", "0,full", "--baseline", "tfidf", "--no-cache",
+        "-o", str(out / "eval"), "--overwrite")
 
 
 if __name__ == "__main__":

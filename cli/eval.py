@@ -41,9 +41,9 @@ def _split_list(values: list[str] | None) -> list[str]:
 
 
 def sts(
-    model: list[str] | None = typer.Option(None, "--model", "-m", help="Model dir / hub id, repeatable or comma-separated; 'tfidf' is the weight-free baseline."),  # noqa: B008 (typer idiom)
-    data_dir: Path = typer.Option(..., "--data-dir", "-d", help="senteval_cn or C-MTEB directory."),  # noqa: B008 (typer idiom)
-    output: Path = typer.Option(..., "--output", "-o", help="Report directory (created atomically)."),  # noqa: B008 (typer idiom)
+    model: list[str] | None = typer.Option(None, "--model", "-m", help="Model dir / hub id, repeatable or comma-separated; 'tfidf' is the weight-free baseline."),
+    data_dir: Path = typer.Option(..., "--data-dir", "-d", help="senteval_cn or C-MTEB directory."),
+    output: Path = typer.Option(..., "--output", "-o", help="Report directory (created atomically)."),
     tasks: str = typer.Option("ATEC,BQ,LCQMC,PAWSX,STS-B", "--tasks", help="Comma-separated tasks."),
     split: str = typer.Option("valid", "--split", help="Split(s) to score, comma-separated: train, valid, test."),
     pooling: str = typer.Option("cls,pooler,last-avg,first-last-avg", "--pooling", "-p", help="Poolings, comma-separated ('pooler' is skipped for models without one)."),
@@ -58,7 +58,7 @@ def sts(
     seed: int = typer.Option(0, "--seed", help="Seed of the JL projections."),
     limit: int | None = typer.Option(None, "--limit", min=2, help="Only the first N pairs of each split (quick runs)."),
     data_format: str = typer.Option("auto", "--data-format", help="auto, senteval or cmteb."),
-    cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Embedding cache (default: $XDG_CACHE_HOME/simkit/eval, else ~/.cache/simkit/eval)."),  # noqa: B008 (typer idiom)
+    cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Embedding cache (default: $XDG_CACHE_HOME/simkit/eval, else ~/.cache/simkit/eval)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Keep embeddings in memory only."),
     plot: bool | None = typer.Option(None, "--plot/--no-plot", help="PNG of score vs whitening dim (default: if matplotlib is installed)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it exists."),
@@ -82,12 +82,6 @@ def sts(
         max_seq_length=parse_max_seq_length(max_seq_length), batch_size=batch_size, seed=seed,
         limit=limit, data_format=data_format, show_progress_bar=progress_enabled(),
     )
-    from simkit_eval.data import TASKS
-
-    from simkit.errors import check_choice
-
-    for t in config.tasks:
-        check_choice("task", t, TASKS)
     specs = []
     for name in names:
         if name == TFIDF:

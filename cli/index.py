@@ -165,7 +165,7 @@ def query(
         enc = Encoder(model)
     else:
         enc = idx.load_encoder()
-    for qid, qt, hits in zip(qids, qtexts, idx.search_text(qtexts, top_k=top_k, encoder=enc, batch_size=batch_size, **params)):
+    for qid, qt, hits in zip(qids, qtexts, idx.search_text(qtexts, top_k=top_k, encoder=enc, batch_size=batch_size, **params), strict=True):
         echo_json({"query": qt, **({"query_id": qid} if qid is not None else {}), "results": hits}, pretty=False)
 
 

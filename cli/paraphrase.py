@@ -28,7 +28,7 @@ Example:  simkit paraphrase "花呗怎么还款" -n 50 -k 10 --seed 0
 
 def paraphrase(
     text: str | None = typer.Argument(None, help="The source sentence (or use --input)."),
-    input: Path | None = typer.Option(None, "--input", "-i", help="File of source texts."),  # noqa: B008
+    input: Path | None = typer.Option(None, "--input", "-i", help="File of source texts."),
     model: str | None = typer.Option(None, "--model", "-m", help=MODEL_HELP),
     n: int = typer.Option(20, "-n", help="Candidates sampled per source."),
     k: int | None = typer.Option(None, "-k", help="Candidates kept after reranking (default: all)."),

@@ -148,8 +148,11 @@ def senteval_path(data_dir: str | os.PathLike, task: str, split: str) -> Path:
 
 
 def load_senteval(data_dir: str | os.PathLike, task: str, split: str) -> PairDataset:
-    """``DIR/<TASK>/<TASK>.<split>.data``; errors list the splits that exist."""
-    check_choice("task", task, TASKS)
+    """``DIR/<TASK>/<TASK>.<split>.data``; errors list the splits that exist.
+
+    Any task name works in this layout (your own pairs too); the five known tasks also get
+    their label ranges checked.
+    """
     path = senteval_path(data_dir, task, split)
     if not path.is_file():
         have = sorted(p.name for p in (Path(data_dir) / task).glob(f"{task}.*.data"))
@@ -276,8 +279,8 @@ def cmteb_folder(data_dir: str | os.PathLike, task: str) -> Path | None:
 
 def load_task(data_dir: str | os.PathLike, task: str, split: str,
               data_format: DataFormat = "auto") -> PairDataset:
-    """One split of one of the five tasks, from a senteval_cn or a C-MTEB directory."""
-    check_choice("task", task, TASKS)
+    """One split of a task, from a senteval_cn layout (any task name) or a C-MTEB directory
+    (the five known tasks)."""
     check_choice("data format", data_format, ("auto", "senteval", "cmteb"))
     if not Path(data_dir).is_dir():
         raise InputError(f"{data_dir}: no such data directory")
@@ -285,6 +288,9 @@ def load_task(data_dir: str | os.PathLike, task: str, split: str,
         data_format == "auto" and any((Path(data_dir) / task).glob(f"{task}.*.data"))
     ):
         return load_senteval(data_dir, task, split)
+    if task not in TASKS:
+        raise InputError(f"{data_dir}: no {task}/{task}.*.data files, and {task!r} is not a C-MTEB "
+                         f"task (those are: {', '.join(TASKS)})")
     folder = cmteb_folder(data_dir, task)
     if folder is None:
         raise InputError(f"{data_dir}: no {task}/ folder (senteval_cn: {task}/{task}.{split}.data; "

@@ -257,8 +257,6 @@ def run_grid(
     """Score every model × pooling × transform on every task × split (see module doc)."""
     t_start = time.perf_counter()
     cache = cache if cache is not None else EmbeddingCache(None)
-    for t in config.tasks:
-        check_choice("task", t, TASKS)
     if not models:
         raise InputError("no model to evaluate; give --model (or --model tfidf / --baseline tfidf)")
     for p in config.poolings:
@@ -281,7 +279,7 @@ def run_grid(
         data = {s: load_task(data_dir, task, s, config.data_format).head(config.limit) for s in config.splits}
         loaded[task] = (data, *_fit_set(task, data, config, data_dir))
     for task in config.tasks:
-        max_len = config.max_seq_length.get(task, DEFAULT_MAX_SEQ_LENGTH[task])
+        max_len = config.max_seq_length.get(task, DEFAULT_MAX_SEQ_LENGTH.get(task, 64))
         data, fit_texts, fit_info = loaded.pop(task)
         groups = [g for s in config.splits for g in (data[s].sentences1, data[s].sentences2)]
         uniq, rows = unique_texts(*groups, fit_texts)

@@ -101,7 +101,7 @@ def manifest(run: GridRun, argv: Sequence[str] | None = None) -> dict:
         "fit_on": cfg.fit_on,
         "seed": cfg.seed,
         "limit": cfg.limit,
-        "max_seq_length": {t: cfg.max_seq_length[t] for t in cfg.tasks},
+        "max_seq_length": {t: run.tasks[t]["max_seq_length"] for t in cfg.tasks},
         "data": run.tasks,
         "cache": run.cache,
         "notes": run.notes,
@@ -194,7 +194,7 @@ def plot_whitening_dims(run: GridRun, path: str | Path, split: str | None = None
     plt = _require_matplotlib()
     tasks = [t for t in run.config.tasks if any(k[0] == t for k in pts)]
     fig, axes = plt.subplots(1, len(tasks), figsize=(3.2 * len(tasks), 3.0), squeeze=False)
-    for ax, task in zip(axes[0], tasks):
+    for ax, task in zip(axes[0], tasks, strict=False):
         for (t, m, p), series in sorted(pts.items()):
             if t == task:
                 xs = sorted(series)
