@@ -38,7 +38,7 @@ def _root(
 ) -> None:
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     logging.basicConfig(level=level, format="%(message)s", force=True)
-    for noisy in ("transformers", "huggingface_hub", "urllib3", "filelock"):
+    for noisy in ("transformers", "huggingface_hub", "urllib3", "filelock", "faiss"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
 
 

@@ -56,7 +56,8 @@ def main() -> None:
     run("index", "build", str(out / "emb"), "--texts", corpus, "--model", model, "--preset", "flat",
         "-o", str(out / "index"), "--overwrite")
     run("index", "query", str(out / "index"), "花呗怎么还钱", "-k", "3")
-    run("paraphrase", "花呗怎么还款", "-n", "16", "-k", "5", "--model", model, "--seed", "0")
+    run("paraphrase", "花呗怎么还款", "-n", "32", "-k", "5", "--temperature", "0.6", "--top-k", "10",
+        "--model", model, "--seed", "0")
     # The eval harness reads the senteval_cn layout: DIR/<TASK>/<TASK>.<split>.data.
     sts = out / "sts" / "DEMO"
     sts.mkdir(parents=True, exist_ok=True)

@@ -72,20 +72,19 @@ def _common(
 
 
 def _valid_evaluator(files: list[Path]):
-    """main_score = mean Spearman (x100) of cosine vs label over the valid files."""
+    """Score the valid files through the eval harness: main_score = mean Spearman x 100."""
     import numpy as np
-    from scipy.stats import spearmanr
+    from simkit_eval.data import read_pairs_tsv
+    from simkit_eval.scoring import sts_scores
 
-    from simkit.train.data import read_pairs
-
-    sets = {f.name: read_pairs(f) for f in files}
+    sets = {f.name: read_pairs_tsv(f, task=f.stem, split="valid", header=False) for f in files}
 
     def evaluate(encoder) -> dict:
         scores = {}
-        for name, pairs in sets.items():
-            a = encoder.encode([p.a for p in pairs], batch_size=64, show_progress_bar=False, normalize_embeddings=True)
-            b = encoder.encode([p.b for p in pairs], batch_size=64, show_progress_bar=False, normalize_embeddings=True)
-            scores[name] = float(spearmanr((a * b).sum(1), [p.label for p in pairs]).statistic * 100)
+        for name, ds in sets.items():
+            a = encoder.encode(ds.sentences1, batch_size=64, show_progress_bar=False)
+            b = encoder.encode(ds.sentences2, batch_size=64, show_progress_bar=False)
+            scores[name] = sts_scores(a, b, ds.labels, distances=False)["main_score"] * 100
         return {"main_score": float(np.mean(list(scores.values()))), **scores}
 
     return evaluate

@@ -9,11 +9,12 @@ as BERT-whitening does. ``mean`` is the sentence-transformers name of ``last-avg
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
-
-import torch
+from typing import TYPE_CHECKING, Literal
 
 from .errors import check_choice
+
+if TYPE_CHECKING:  # torch is imported lazily so that the CLI's --help stays fast
+    import torch
 
 Pooling = Literal["cls", "pooler", "last-avg", "first-last-avg", "mean"]
 POOLINGS: tuple[str, ...] = ("cls", "pooler", "last-avg", "first-last-avg", "mean")
@@ -26,6 +27,8 @@ def check_pooling(pooling: str | Sequence[str]) -> None:
 
 def masked_mean(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """Mean over the positions where ``attention_mask`` is 1: (B, L, H), (B, L) -> (B, H)."""
+    import torch
+
     m = attention_mask.to(torch.float32).unsqueeze(-1)
     return (hidden.to(torch.float32) * m).sum(1) / m.sum(1).clamp_min(1.0)
 
@@ -40,6 +43,8 @@ def pool(
 
     ``pooler`` is a callable on the [CLS] vector, required for ``pooling='pooler'``.
     """
+    import torch
+
     check_pooling(pooling)
     last = hidden_states[-1]
     if pooling == "cls":

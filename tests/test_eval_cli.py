@@ -56,7 +56,7 @@ def test_model_grid_with_cache(tiny_bert_dir, data_dir, tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--model", "tfidf", "--tasks", "XX"], "unknown task 'XX'; expected one of: ATEC, BQ, LCQMC, PAWSX, STS-B"),
+    (["--model", "tfidf", "--tasks", "XX"], "no XX/XX.*.data files, and 'XX' is not a C-MTEB task (those are: ATEC, BQ, LCQMC, PAWSX, STS-B)"),
     (["--tasks", "BQ"], "no model given"),
     (["--model", "tfidf", "--fit-on", "nope"], "--fit-on 'nope'"),
     (["--baseline", "bm25"], "unknown baseline 'bm25'"),
