@@ -60,6 +60,14 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     os.replace(tmp, path)
 
 
+def read_json(file: str | os.PathLike) -> Any:
+    """Parse a JSON file; broken JSON or bad UTF-8 is a :class:`FormatError` naming the file."""
+    try:
+        return json.loads(Path(file).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise FormatError(f"{file}: not valid JSON ({e})") from None
+
+
 def read_config(
     path: str | os.PathLike, kind: str, max_version: int, filename: str = "config.json"
 ) -> dict:
@@ -71,10 +79,7 @@ def read_config(
     file = Path(path) / filename
     if not file.is_file():
         raise FormatError(f"{file}: not found; {path} is not a simkit {kind} directory")
-    try:
-        cfg = json.loads(file.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise FormatError(f"{file}: not valid JSON ({e})") from None
+    cfg = read_json(file)
     if not isinstance(cfg, dict) or cfg.get("format") != kind:
         found = cfg.get("format") if isinstance(cfg, dict) else type(cfg).__name__
         raise FormatError(f"{file}: expected format {kind!r}, found {found!r}")

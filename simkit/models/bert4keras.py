@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from ..errors import FormatError, InputError, check_choice
+from ..fsutil import read_json
 from ..tokenization import Tokenizer
 from .checkpoint import ModelInfo, save_model
 from .simbert import SimBertModel
@@ -313,10 +314,7 @@ def convert_bert4keras(
     for f in (cfg_file, vocab_file):
         if not f.is_file():
             raise InputError(f"{f}: not found; a bert4keras / Google checkpoint directory has it")
-    try:
-        cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise FormatError(f"{cfg_file}: not valid JSON ({e})") from None
+    cfg = read_json(cfg_file)
     ckpt = TFCheckpoint(resolve_prefix(checkpoint or ckpt_dir))
     names = [n.removesuffix(":0") for n in ckpt.names()]
     strip = {n.removesuffix(":0"): n for n in ckpt.names()}

@@ -13,7 +13,6 @@ by :mod:`simkit.models.bert4keras`.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 from pathlib import Path
@@ -23,7 +22,7 @@ import torch
 
 from .. import __version__
 from ..errors import FormatError, InputError
-from ..fsutil import atomic_dir, read_config, write_json
+from ..fsutil import atomic_dir, read_config, read_json, write_json
 from ..pooling import check_pooling
 from ..tokenization import Tokenizer
 from .simbert import BACKBONES, SimBertModel
@@ -137,10 +136,7 @@ def _load_dir(path: Path, pre_tokenize: str | None, source: str | None = None):
         )
     if not cfg_file.is_file():
         raise FormatError(f"{cfg_file}: not found; {path} is not a model directory")
-    try:
-        raw = json.loads(cfg_file.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise FormatError(f"{cfg_file}: not valid JSON ({e})") from None
+    raw = read_json(cfg_file)
     if isinstance(raw, dict) and raw.get("format") == FORMAT:
         return _load_simkit(path, pre_tokenize)
     if isinstance(raw, dict) and raw.get("model_type") in BACKBONES:
