@@ -81,21 +81,21 @@ class BaseIndex:
             X = X[None, :]
         if X.ndim != 2:
             raise InputError(f"{name} must be 1-D (one vector) or 2-D (n, dim); got shape {X.shape}")
-        if not (np.issubdtype(X.dtype, np.floating) or np.issubdtype(X.dtype, np.integer)):
+        if X.dtype.kind not in "fiu":  # (dtype.kind: cheaper than issubdtype on the single-query path)
             raise InputError(f"{name} must be numeric; got dtype {X.dtype}")
         X = np.ascontiguousarray(X, dtype=np.float32)
         want = self.dim_in_ if self.dim_in_ is not None else getattr(self.transform, "n_features_in_", None)
         if want is not None and X.shape[1] != want:
             raise InputError(f"{name} have dimension {X.shape[1]}, but this index expects dimension {want}")
-        bad = ~np.isfinite(X).all(axis=1)
-        if bad.any():
+        if not np.isfinite(X).all():
+            bad = ~np.isfinite(X).all(axis=1)
             raise InputError(f"{name} row {int(np.flatnonzero(bad)[0])} contains NaN or inf ({int(bad.sum())} bad rows)")
         if self.dim_in_ is None:
             self._dim_in = X.shape[1]
         if self.transform is not None:
             X = np.ascontiguousarray(self.transform.transform(X), dtype=np.float32)
         if self.metric == "cosine":
-            X = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+            X = X / np.maximum(np.sqrt(np.einsum("ij,ij->i", X, X))[:, None], 1e-12)
         if self.dim_ is None:
             self._dim = X.shape[1]
         return X, single
@@ -196,10 +196,14 @@ class BaseIndex:
     def _hits(self, scores: np.ndarray, labels: np.ndarray) -> list[list[Hit]]:
         store = self.store_
         valid = labels >= 0  # FAISS pads with -1 when fewer results exist
-        ids = store._ids[np.where(valid, labels, 0)]
-        payload = store.payload(labels[valid]) if store.has_payload else {}
+        ids = store._ids[np.where(valid, labels, 0)].tolist()
+        if not store.has_payload:  # the common vectors-only case: no store lookups at all
+            return [[{"id": i, "score": s, "text": None, "metadata": None}
+                     for s, i, ok in zip(srow, irow, vrow) if ok]
+                    for srow, irow, vrow in zip(scores.tolist(), ids, valid.tolist())]
+        payload = store.payload(labels[valid])
         out = []
-        for srow, lrow, irow, vrow in zip(scores.tolist(), labels.tolist(), ids.tolist(), valid):
+        for srow, lrow, irow, vrow in zip(scores.tolist(), labels.tolist(), ids, valid.tolist()):
             hits = []
             for s, lab, i, ok in zip(srow, lrow, irow, vrow):
                 if ok:
