@@ -140,17 +140,19 @@ class Trainer:
 
     # -- batches ----------------------------------------------------------------------
     def _pad(self, rows: list[list[int]], types: list[list[int]] | None = None) -> dict:
+        # Filled in numpy: a torch.tensor per row cost ~1.5 ms per 64-row batch (bench/train.py).
         width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), self.tokenizer.pad_token_id, dtype=torch.long)
-        tt = torch.zeros_like(ids)
-        am = torch.zeros_like(ids)
+        ids = np.full((len(rows), width), self.tokenizer.pad_token_id, dtype=np.int64)
+        tt = np.zeros_like(ids)
+        am = np.zeros_like(ids)
         for i, r in enumerate(rows):
-            ids[i, : len(r)] = torch.tensor(r)
+            ids[i, : len(r)] = r
             am[i, : len(r)] = 1
             if types is not None:
-                tt[i, : len(r)] = torch.tensor(types[i])
-        return {"input_ids": ids.to(self.device), "token_type_ids": tt.to(self.device),
-                "attention_mask": am.to(self.device)}
+                tt[i, : len(r)] = types[i]
+        return {"input_ids": torch.from_numpy(ids).to(self.device),
+                "token_type_ids": torch.from_numpy(tt).to(self.device),
+                "attention_mask": torch.from_numpy(am).to(self.device)}
 
     def _singles(self, texts: list[str]) -> dict:
         keep = self.config.max_seq_length - 2
