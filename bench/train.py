@@ -25,8 +25,12 @@ random Chinese-character pairs drawn with a fixed seed.
 
 Both start from the same weights and RNG state on the same batch, so their first-step losses
 must be equal; the script checks that, and that the trainer's batches are the pre-built ones.
-Runs alternate (simkit, plain, plain, simkit, ...); the table shows medians. tokens/s counts
-non-padding tokens (two rows per pair: ``[CLS] a [SEP] b [SEP]`` and ``[CLS] b [SEP] a [SEP]``).
+Runs alternate (simkit, plain, plain, simkit, ...); the table shows medians, and the line under
+it the median of the per-repeat ratios. tokens/s counts non-padding tokens (two rows per pair:
+``[CLS] a [SEP] b [SEP]`` and ``[CLS] b [SEP] a [SEP]``). On a shared machine runs of the same
+loop differ by 5-10 %, so a ratio of 3 repeats is only good to a few per cent; the trainer's
+batch assembly, timed inside its clock, is printed separately (its only per-step work that a
+plain loop does not do, besides the scheduler, the NaN check and logging every 10 steps).
 
     OMP_NUM_THREADS=1 python bench/train.py                        # ~2 min on one busy core
     OMP_NUM_THREADS=1 python bench/train.py --data-dir ../shared/data/chinese-sts --bf16
@@ -223,8 +227,11 @@ def main() -> None:
         runs = " ".join(f"{t / a.steps:.4f}" for t in ts)
         print(f"| {name:<16} | {med / a.steps:7.4f} | {a.steps / med:7.2f} | {tokens / med:8.0f} | "
               f"{plain / med:7.3f}x | {runs:<17} |")
+    paired = statistics.median(p / s for p, s in zip(times["plain loop"], times["simkit Trainer"]))
+    print(f"\nsimkit/plain speed, median of the per-repeat ratios (each repeat runs the two loops "
+          f"back to back, so slow drifts of the machine's load cancel): {paired:.3f}x")
     asm = statistics.median(assembly)
-    print(f"\nof the trainer's time, batch assembly from token ids (the plain loop's batches are "
+    print(f"of the trainer's time, batch assembly from token ids (the plain loop's batches are "
           f"pre-built): {asm / a.steps * 1e3:.1f} ms/step, "
           f"{asm / statistics.median(times['simkit Trainer']) * 100:.1f} %")
     print(f"outside the clock, once per run: Trainer.train set-up {statistics.median(setup):.2f} s, "
