@@ -12,10 +12,10 @@ random Chinese-character pairs drawn with a fixed seed.
   every 500, progress bar on unless ``--quiet``). The clock covers steps ``warmup+1 ..
   warmup+steps`` in full: batch assembly from token ids, autocast, the two SimBERT losses,
   the NaN check, zero_grad, backward, gradient clipping (max norm 1.0), AdamW, the LR
-  scheduler, progress bar, logging, and the checkpoint / evaluation checks. Set-up
-  (``Trainer(...)``, which tokenizes the data, optimizer creation, output files) and the
-  extra last step with its end-of-run checkpoint and model save are outside the clock;
-  they are reported as a one-time cost per run.
+  scheduler, progress bar, logging, and the checkpoint / evaluation checks. Outside the
+  clock: ``Trainer(...)`` (it tokenizes the data), ``train``'s set-up (optimizer, output
+  files) and the extra last step's end-of-run checkpoint and model save; the last two are
+  printed as a one-time cost per run.
 * ``plain loop``: the same model (reset to the same initial weights), the trainer's own
   batches pre-built as tensors before the clock starts, ``torch.manual_seed(seed)`` as the
   trainer does, then per step ``simbert_losses`` (simkit's loss functions, so only the
