@@ -1,0 +1,244 @@
+"""Training speed: simkit's Trainer vs a plain forward/backward loop, same model, same batches.
+
+One random-weight SimBERT-style model built from a config exactly as ``simkit train simbert``
+builds a from-scratch model (``new_model``: RoFormer, linear pooler, tied LM head; by default
+4 layers x 192 hidden x 3 heads like the bundled default model), a character vocabulary of the
+training pairs, dropout 0.1. The pairs are the positives of ``DIR/*/*.valid.data``
+(``--data-dir``, senteval_cn layout, positives chosen as ``simkit train`` chooses them) or
+random Chinese-character pairs drawn with a fixed seed.
+
+* ``simkit Trainer``: ``Trainer(..., TrainConfig(objective="simbert")).train(tmpdir)`` for
+  ``--warmup + --steps + 1`` steps, with the CLI's defaults (log every 10 steps, checkpoint
+  every 500, progress bar on unless ``--quiet``). The clock covers steps ``warmup+1 ..
+  warmup+steps`` in full: batch assembly from token ids, autocast, the two SimBERT losses,
+  the NaN check, zero_grad, backward, gradient clipping (max norm 1.0), AdamW, the LR
+  scheduler, progress bar, logging, and the checkpoint / evaluation checks. Outside the
+  clock: ``Trainer(...)`` (it tokenizes the data), ``train``'s set-up (optimizer, output
+  files) and the extra last step's end-of-run checkpoint and model save; the last two are
+  printed as a one-time cost per run.
+* ``plain loop``: the same model (reset to the same initial weights), the trainer's own
+  batches pre-built as tensors before the clock starts, ``torch.manual_seed(seed)`` as the
+  trainer does, then per step ``simbert_losses`` (simkit's loss functions, so only the
+  machinery differs), ``loss.backward()``, ``clip_grad_norm_(max_norm=1.0)`` (the trainer
+  clips, so the plain loop clips too), ``AdamW.step()`` (the same two parameter groups, no
+  weight decay on biases and LayerNorm; a constant LR, no scheduler), ``zero_grad()``.
+
+Both start from the same weights and RNG state on the same batch, so their first-step losses
+must be equal; the script checks that, and that the trainer's batches are the pre-built ones.
+Runs alternate (simkit, plain, plain, simkit, ...); the table shows medians, and the line under
+it the median of the per-repeat ratios. tokens/s counts non-padding tokens (two rows per pair:
+``[CLS] a [SEP] b [SEP]`` and ``[CLS] b [SEP] a [SEP]``). On a shared machine runs of the same
+loop differ by 5-10 %, so a ratio of 3 repeats is only good to a few per cent; the trainer's
+batch assembly, timed inside its clock, is printed separately (its only per-step work that a
+plain loop does not do, besides the scheduler, the NaN check and logging every 10 steps).
+
+    OMP_NUM_THREADS=1 python bench/train.py                        # ~2 min on one busy core
+    OMP_NUM_THREADS=1 python bench/train.py --data-dir ../shared/data/chinese-sts --bf16
+    OMP_NUM_THREADS=1 python bench/train.py --layers 1 --hidden 16 --heads 1 --steps 50 --repeats 5
+
+The last one makes the compute almost nothing, so the difference of the two loops is the
+trainer's machinery in ms per step; at the default size it is well under the run-to-run noise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from simkit.models.checkpoint import ModelInfo
+from simkit.models.factory import build_vocab, new_model
+from simkit.train.data import load_training_files
+from simkit.train.objectives import simbert_losses
+from simkit.train.trainer import TrainConfig, Trainer
+
+
+def training_pairs(data_dir: Path | None, n: int, seed: int, chars: int) -> list[tuple[str, str]]:
+    """Positive pairs of the valid files (as ``simkit train`` picks them), or random ones."""
+    if data_dir is not None:
+        files = sorted(data_dir.glob("*/*.valid.data"))
+        if not files:
+            raise SystemExit(f"{data_dir}: no */*.valid.data files (senteval_cn layout)")
+        positives, _ = load_training_files(files)
+        return positives
+    pool = [chr(0x4E00 + i) for i in range(chars)]  # CJK ideographs, a vocabulary of ~`chars`
+    rng = np.random.default_rng(seed)
+
+    def sentence() -> str:
+        return "".join(rng.choice(pool, size=int(rng.integers(6, 31))))
+
+    return [(sentence(), sentence()) for _ in range(n)]
+
+
+def optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW with the trainer's parameter groups (the step costs the same), constant LR."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (no_decay if p.ndim < 2 or "LayerNorm" in name else decay).append(p)
+    return torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+
+
+def run_simkit(model, init: dict, tok, info, pairs, cfg: TrainConfig, warmup: int, steps: int) -> dict:
+    """Trainer.train over warmup + steps + 1 steps; times steps warmup+1 .. warmup+steps."""
+    model.load_state_dict(init)
+    trainer = Trainer(model, tok, info, cfg, positives=pairs, device="cpu")
+    stamps: list[float] = []
+    batches: list[dict] = []
+    assembly: list[float] = []
+    first: list[dict] = []
+    losses_fn, batch_fn, checkpoint_fn = trainer._losses, trainer._simbert_batch, trainer._checkpoint
+    saved: list[float] = []
+
+    def timed_losses():
+        stamps.append(time.perf_counter())  # the start of each step
+        out = losses_fn()
+        if not first:
+            first.append(out[0])
+        return out
+
+    def recorded_batch(idx):
+        t = time.perf_counter()
+        batches.append(batch_fn(idx))
+        assembly.append(time.perf_counter() - t)
+        return batches[-1]
+
+    def timed_checkpoint(*args):
+        saved.append(time.perf_counter())
+        return checkpoint_fn(*args)
+
+    trainer._losses, trainer._simbert_batch = timed_losses, recorded_batch
+    trainer._checkpoint = timed_checkpoint
+    with tempfile.TemporaryDirectory() as d:
+        t0 = time.perf_counter()
+        trainer.train(Path(d) / "run")
+        t_end = time.perf_counter()
+    assert trainer.step == warmup + steps + 1 == len(stamps) and len(saved) == 1
+    loop = stamps[warmup + steps] - stamps[warmup]
+    return {"time": loop, "setup": stamps[0] - t0, "teardown": t_end - saved[0],
+            "assembly": sum(assembly[warmup : warmup + steps]),
+            "first_loss": float(sum(first[0].values()).detach()), "batches": batches}
+
+
+def run_plain(model, init: dict, batches: list[dict], cfg: TrainConfig, warmup: int, steps: int) -> dict:
+    """The same math by hand: forward, SimBERT losses, backward, clip, AdamW step, zero_grad."""
+    model.load_state_dict(init)
+    model.train()
+    opt = optimizer(model, cfg)
+    torch.manual_seed(cfg.seed)
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16)
+    first = None
+    for i, batch in enumerate(batches[: warmup + steps]):
+        if i == warmup:
+            t0 = time.perf_counter()
+        with autocast:
+            loss = sum(simbert_losses(model, batch).values())
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+        opt.step()
+        opt.zero_grad()
+        if i == 0:
+            first = loss.item()
+    return {"time": time.perf_counter() - t0, "first_loss": first}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data-dir", type=Path, default=None,
+                    help="senteval_cn layout (TASK/TASK.valid.data); default: random pairs")
+    ap.add_argument("--n", type=int, default=4096, help="random pairs (without --data-dir)")
+    ap.add_argument("--chars", type=int, default=3675, help="distinct characters of the random pairs")
+    ap.add_argument("--backbone", choices=["roformer", "bert"], default="roformer")
+    ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--hidden", type=int, default=192)
+    ap.add_argument("--heads", type=int, default=3)
+    ap.add_argument("--batch-size", type=int, default=32, help="pairs per step (2 rows per pair)")
+    ap.add_argument("--max-seq-length", type=int, default=64)
+    ap.add_argument("--steps", type=int, default=20, help="timed steps per run")
+    ap.add_argument("--warmup", type=int, default=3, help="untimed steps before them")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--bf16", action="store_true", help="bfloat16 autocast (both loops)")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--quiet", action="store_true", help="no progress bar (as `simkit -q train`)")
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    # As the CLI: INFO shows the trainer's progress bar on stderr, -q (here --quiet) hides it.
+    logging.basicConfig(level=logging.WARNING if a.quiet else logging.INFO, format="%(message)s")
+    for noisy in ("httpx", "huggingface_hub", "transformers"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+    pairs = training_pairs(a.data_dir, a.n, a.seed, a.chars)
+    vocab = build_vocab([t for p in pairs for t in p])
+    model, tok = new_model(a.backbone, vocab, seed=a.seed, hidden_size=a.hidden, num_layers=a.layers,
+                           num_heads=a.heads, max_position=max(512, a.max_seq_length))
+    init = {k: v.clone() for k, v in model.state_dict().items()}
+    info = ModelInfo(a.backbone, pooling="pooler", max_seq_length=a.max_seq_length)
+    cfg = TrainConfig(objective="simbert", batch_size=a.batch_size, max_seq_length=a.max_seq_length,
+                      max_steps=a.warmup + a.steps + 1, seed=a.seed, bf16=a.bf16)
+
+    # The plain loop's batches: the trainer's own, built ahead (same stream, same order).
+    maker = Trainer(model, tok, info, cfg, positives=pairs, device="cpu")
+    batches = [maker._simbert_batch(maker.main.next()[0]) for _ in range(a.warmup + a.steps)]
+    tokens = sum(int(b["attention_mask"].sum()) for b in batches[a.warmup:])
+    rows = sum(len(b["input_ids"]) for b in batches[a.warmup:])
+
+    times: dict[str, list[float]] = {"simkit Trainer": [], "plain loop": []}
+    setup: list[float] = []
+    teardown: list[float] = []
+    assembly: list[float] = []
+    first: dict[str, float] = {}
+    for r in range(a.repeats):
+        for name in (("simkit Trainer", "plain loop") if r % 2 == 0 else ("plain loop", "simkit Trainer")):
+            if name == "plain loop":
+                res = run_plain(model, init, batches, cfg, a.warmup, a.steps)
+            else:
+                res = run_simkit(model, init, tok, info, pairs, cfg, a.warmup, a.steps)
+                setup.append(res["setup"])
+                teardown.append(res["teardown"])
+                assembly.append(res["assembly"])
+                for mine, theirs in zip(res["batches"], batches):
+                    assert all(torch.equal(mine[k], theirs[k]) for k in theirs), "the trainer saw other batches"
+            times[name].append(res["time"])
+            first.setdefault(name, res["first_loss"])
+
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"\n{a.backbone} {a.layers} layers x {a.hidden} ({a.heads} heads), vocab {len(vocab)}, "
+          f"{n_params / 1e6:.1f} M parameters, random weights, dropout 0.1; "
+          f"{'STS valid positives' if a.data_dir else 'random pairs'}: {len(pairs)}; "
+          f"batch {a.batch_size} pairs ({rows // a.steps} rows/step on average), max_seq_length "
+          f"{a.max_seq_length}, {tokens / a.steps:.0f} non-padding tokens/step; {'bf16 autocast' if a.bf16 else 'fp32'}; "
+          f"{a.threads} thread{'s' if a.threads > 1 else ''}; {a.steps} timed steps after {a.warmup}, "
+          f"median of {a.repeats} alternating runs")
+    print(f"first-step loss: simkit {first['simkit Trainer']:.6f}, plain {first['plain loop']:.6f} "
+          f"({'identical' if first['simkit Trainer'] == first['plain loop'] else 'DIFFERENT'}); "
+          f"the trainer's batches equal the plain loop's\n")
+    plain = statistics.median(times["plain loop"])
+    print(f"| {'loop':<16} | {'s/step':>7} | {'steps/s':>7} | {'tokens/s':>8} | {'vs plain':>8} | all runs (s/step) |")
+    print(f"|{'-' * 18}|{'-' * 9}|{'-' * 9}|{'-' * 10}|{'-' * 10}|{'-' * 19}|")
+    for name, ts in times.items():
+        med = statistics.median(ts)
+        runs = " ".join(f"{t / a.steps:.4f}" for t in ts)
+        print(f"| {name:<16} | {med / a.steps:7.4f} | {a.steps / med:7.2f} | {tokens / med:8.0f} | "
+              f"{plain / med:7.3f}x | {runs:<17} |")
+    paired = statistics.median(p / s for p, s in zip(times["plain loop"], times["simkit Trainer"]))
+    print(f"\nsimkit/plain speed, median of the per-repeat ratios (each repeat runs the two loops "
+          f"back to back, so slow drifts of the machine's load cancel): {paired:.3f}x")
+    asm = statistics.median(assembly)
+    print(f"of the trainer's time, batch assembly from token ids (the plain loop's batches are "
+          f"pre-built): {asm / a.steps * 1e3:.1f} ms/step, "
+          f"{asm / statistics.median(times['simkit Trainer']) * 100:.1f} %")
+    print(f"outside the clock, once per run: Trainer.train set-up {statistics.median(setup):.2f} s, "
+          f"end-of-run checkpoint and model save {statistics.median(teardown):.2f} s")
+    if first["simkit Trainer"] != first["plain loop"]:
+        raise SystemExit("the first-step losses differ: the two loops did not do the same work")
+
+
+if __name__ == "__main__":
+    main()
