@@ -25,10 +25,13 @@ import numpy as np
 from simkit.index import LSHIndex, VectorIndex
 
 
-def make_data(n: int, nq: int, d: int, c: int, noise: float = 1.0, seed: int = 0):
+def make_data(n: int, nq: int, d: int, c: int, noise: float = 1.0, seed: int = 0, offset: float = 0.0):
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((c, d)).astype(np.float32)
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    if offset:  # a shared direction: the narrow cone that real sentence embeddings live in
+        shared = rng.standard_normal(d).astype(np.float32)
+        centres += offset * shared / np.linalg.norm(shared)
     sigma = np.float32(noise / np.sqrt(d))  # noise norm ≈ `noise` x centre norm (1: in-cluster cosine ≈ 0.5)
     out = np.empty((n + nq, d), np.float32)
     for s in range(0, n + nq, 100_000):
@@ -82,6 +85,8 @@ def main() -> None:
     ap.add_argument("--nq", type=int, default=1000)
     ap.add_argument("--clusters", type=int, default=1000)
     ap.add_argument("--noise", type=float, default=1.0, help="noise norm relative to the cluster centres (higher: harder)")
+    ap.add_argument("--offset", type=float, default=0.0,
+                    help="norm of a direction shared by all centres (anisotropy; 2: mean cosine about 0.6, like BERT vectors)")
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--single", type=int, default=200, help="queries timed one at a time")
@@ -91,11 +96,12 @@ def main() -> None:
     args = ap.parse_args()
     k, methods = args.k, args.methods.split(",")
     t0 = time.perf_counter()
-    X, Q = make_data(args.n, args.nq, args.dim, args.clusters, args.noise)
+    X, Q = make_data(args.n, args.nq, args.dim, args.clusters, args.noise, offset=args.offset)
     gt = faiss.IndexFlatIP(args.dim)
     gt.add(X)
     truth = gt.search(Q, k)[1]
-    print(f"# N={args.n} dim={args.dim} queries={args.nq} clusters={args.clusters} noise={args.noise} k={k} "
+    print(f"# N={args.n} dim={args.dim} queries={args.nq} clusters={args.clusters} noise={args.noise} offset={args.offset} "
+          f"mean cosine {float(np.mean(X[:1000] @ X[1000:2000].T)):.2f} k={k} "
           f"threads={faiss.omp_get_max_threads()} reps={args.reps} single={args.single} "
           f"(data + ground truth {time.perf_counter() - t0:.1f}s)", flush=True)
     rows = []
