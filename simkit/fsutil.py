@@ -42,6 +42,9 @@ def atomic_dir(final: str | os.PathLike, overwrite: bool = False) -> Iterator[Pa
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    for f in tmp.rglob("*"):  # some writers (safetensors) create private 0600 files
+        if f.is_file():
+            f.chmod(0o666 & ~umask)
     old = None
     if final.exists():
         # Move the old one aside first so that at every instant one complete version exists.

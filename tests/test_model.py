@@ -144,3 +144,21 @@ def test_fp16_storage_roundtrip(tmp_path, tiny_bert_dir):
     half, _, _ = load_model(tmp_path / "half")
     for k, v in model.state_dict().items():
         np.testing.assert_allclose(half.state_dict()[k].numpy(), v.numpy(), atol=2e-3, rtol=1e-3)
+
+
+def test_saved_model_files_get_normal_permissions(tiny_bert_dir, tmp_path):
+    """safetensors writes 0600 files; a saved model is meant to be shared like any other file."""
+    import os
+    import stat
+
+    from simkit.models.checkpoint import save_model
+
+    umask = os.umask(0o022)
+    try:
+        save_model(*load_model(tiny_bert_dir), tmp_path / "m")
+    finally:
+        os.umask(umask)
+    modes = {f.name: stat.S_IMODE(f.stat().st_mode) for f in (tmp_path / "m").iterdir()}
+    assert modes["model.safetensors"] == 0o644, modes
+    assert set(modes.values()) == {0o644}, modes
+    assert stat.S_IMODE((tmp_path / "m").stat().st_mode) == 0o755
