@@ -7,11 +7,12 @@ import json
 import logging
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import typer
 
-from simkit.errors import SimkitError
+from simkit.errors import InputError, SimkitError
 
 log = logging.getLogger("simkit.cli")
 
@@ -42,3 +43,9 @@ def progress_enabled() -> bool:
 
 
 MODEL_HELP = "Model: a simkit model dir, a Hugging Face dir, or a hub id. Default: the bundled model (or $SIMKIT_MODEL)."
+
+
+def refuse_existing(output: Path, overwrite: bool) -> None:
+    """Fail before any work when OUTPUT exists and --overwrite was not given."""
+    if output.exists() and not overwrite:
+        raise InputError(f"{output} already exists; pass --overwrite to replace it")

@@ -15,7 +15,7 @@ from simkit.fsutil import atomic_dir
 from simkit.pooling import POOLINGS
 from simkit.store import write_manifest
 
-from .common import MODEL_HELP, echo_json, handle_errors, log, progress_enabled
+from .common import MODEL_HELP, echo_json, handle_errors, log, progress_enabled, refuse_existing
 
 
 def register(app: typer.Typer) -> None:
@@ -53,8 +53,7 @@ def encode(
 ) -> None:
     from simkit.encoder import Encoder
 
-    if output.exists() and not overwrite:
-        raise InputError(f"{output} already exists; pass --overwrite to replace it")
+    refuse_existing(output, overwrite)
     t0 = time.perf_counter()
     stats = CorpusStats()
     n = sum(1 for _ in read_corpus(input, fmt, text_field, id_field, stats))  # validate + count

@@ -11,7 +11,7 @@ import typer
 
 from simkit.errors import InputError
 
-from .common import handle_errors, log, progress_enabled
+from .common import handle_errors, log, progress_enabled, refuse_existing
 
 
 def register(app: typer.Typer) -> None:
@@ -66,8 +66,7 @@ def sts(
     from simkit_eval.baseline import NAME as TFIDF
     from simkit_eval.grid import GridConfig, ModelSpec, parse_max_seq_length, parse_transforms
 
-    if output.exists() and not overwrite:
-        raise InputError(f"{output} already exists; pass --overwrite to replace it")
+    refuse_existing(output, overwrite)
     names = _split_list(model)
     if baseline is not None:
         if baseline != TFIDF:

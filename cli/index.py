@@ -14,7 +14,7 @@ import typer
 
 from simkit.errors import InputError
 
-from .common import MODEL_HELP, echo_json, handle_errors, log, progress_enabled
+from .common import MODEL_HELP, echo_json, handle_errors, log, progress_enabled, refuse_existing
 
 PRESET_HELP = "flat (exact), ivf, hnsw, ivfpq, or lsh (SimHash + re-rank). Default: flat."
 QUERY_HELP = """Query an index: by text (encoded with the index's model and transform), by a file of
@@ -98,8 +98,7 @@ def build(
 ) -> None:
     from simkit.index import LSHIndex, VectorIndex
 
-    if output.exists() and not overwrite:
-        raise InputError(f"{output} already exists; pass --overwrite to replace it")
+    refuse_existing(output, overwrite)
     if preset is not None and factory is not None:
         raise InputError("pass --preset or --factory, not both")
     chain = None

@@ -22,7 +22,7 @@ from simkit.errors import InputError, check_choice
 from simkit.fsutil import atomic_dir
 from simkit.store import EmbeddingStore, write_manifest
 
-from .common import echo_json, handle_errors, progress_enabled
+from .common import echo_json, handle_errors, progress_enabled, refuse_existing
 
 # Keys write_manifest sets itself; an input manifest's values for them must not leak through.
 _OWN_KEYS = ("format", "format_version", "simkit_version", "count", "dim")
@@ -130,8 +130,7 @@ def whiten_fit(
 
     from simkit.transforms import Chain, Normalize, Whitening
 
-    if output.exists() and not overwrite:
-        raise InputError(f"{output} already exists; pass --overwrite to replace it")
+    refuse_existing(output, overwrite)
     t0 = time.perf_counter()
     store = _load(emb_dir)
     emb = store.embeddings
@@ -198,8 +197,7 @@ def project_fit(
             raise InputError(f"-k {n_components!r}: expected an int or 'auto'") from None
     else:
         k = "auto"
-    if output.exists() and not overwrite:
-        raise InputError(f"{output} already exists; pass --overwrite to replace it")
+    refuse_existing(output, overwrite)
     t0 = time.perf_counter()
     emb = _load(emb_dir).embeddings
     with _rows(emb_dir, emb, 0, len(emb)) as chunk:
@@ -232,8 +230,7 @@ def apply(
 ) -> None:
     from simkit.transforms import Normalize, load_transform
 
-    if output.exists() and not overwrite:
-        raise InputError(f"{output} already exists; pass --overwrite to replace it")
+    refuse_existing(output, overwrite)
     if output.resolve() == emb_dir.resolve():
         raise InputError(f"{output}: the output must not be the input directory")
     t0 = time.perf_counter()
