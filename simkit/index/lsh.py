@@ -1,10 +1,10 @@
 """LSHIndex: sign random projections (SimHash) with Hamming search and an exact re-rank.
 
 A vector ``x`` gets the code ``sign((x - mean) R)`` with ``R`` a (dim, nbits) random
-matrix, packed 8 bits a byte. ``R`` has orthonormal columns by default (in blocks of ``dim``
-when ``nbits > dim``): orthogonal hyperplanes give bits that are less redundant than
-independent Gaussian ones, so the same recall needs fewer candidates to re-rank. Hamming distance between codes estimates the angle between
-vectors (Charikar, 2002). A search takes ``rerank * top_k`` candidates by Hamming distance,
+matrix, packed 8 bits a byte. Hamming distance between codes estimates the angle between
+vectors (Charikar, 2002). ``R`` has orthonormal columns by default (in blocks of ``dim`` when
+``nbits > dim``): orthogonal hyperplanes estimate angles with lower variance than independent
+Gaussian ones (Ji et al., 2012), so the same recall needs fewer candidates to re-rank. A search takes ``rerank * top_k`` candidates by Hamming distance,
 then scores them exactly against the stored float vectors.
 
 ``mode='flat'`` scans every code (``faiss.IndexBinaryFlat``); ``mode='multihash'`` looks up
@@ -46,7 +46,8 @@ class LSHIndex(BaseIndex):
     def __init__(self, nbits: int = 256, *, metric: Literal["cosine", "ip"] = "cosine",
                  mode: Literal["flat", "multihash"] = "flat", n_tables: int | None = None,
                  hash_bits: int = 16, nflip: int = 1, rerank: int = 10, center: bool = True,
-                 projection: Literal["orthogonal", "gaussian"] = "orthogonal", random_state: int | None = 0, transform: Any = None, model: Any = None):
+                 projection: Literal["orthogonal", "gaussian"] = "orthogonal",
+                 random_state: int | None = 0, transform: Any = None, model: Any = None):
         self.nbits = nbits
         self.metric = metric
         self.mode = mode
