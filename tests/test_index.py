@@ -160,6 +160,9 @@ def test_bad_input(data):
     bad[3, 2] = np.nan
     with pytest.raises(InputError, match="row 3 contains NaN"):
         VectorIndex().add(bad)
+    bad[3, 2] = np.inf  # inf turns into NaN in the normalisation; the input row is still named
+    with pytest.raises(InputError, match="row 3 contains NaN or inf"):
+        idx.search(bad)
     with pytest.raises(InputError, match="3 ids for 5 vectors"):
         VectorIndex().add(X[:5], ["a", "b", "c"])
     with pytest.raises(InputError, match="2 texts for 5 vectors"):
@@ -168,6 +171,18 @@ def test_bad_input(data):
         idx.search(Q, top_k=0)
     with pytest.raises(InputError, match="unknown metric 'dot'"):
         VectorIndex(metric="dot").add(X)
+
+
+@pytest.mark.parametrize("cls", [VectorIndex, LSHIndex])
+def test_cosine_leaves_callers_arrays_alone(data, cls):
+    X, Q, ids = data
+    X2, Q2 = 3 * X, 3 * Q  # not unit-norm: the index normalises its own copies
+    before_x, before_q = X2.copy(), Q2.copy()
+    idx = cls(metric="cosine").add(X2, ids)
+    idx.search(Q2[0], top_k=3)
+    idx.search(Q2, top_k=3)
+    assert np.array_equal(X2, before_x) and np.array_equal(Q2, before_q)
+    assert idx.search(X2[5], top_k=1)[0]["score"] == pytest.approx(1.0, abs=1e-5)
 
 
 def test_transform_applied_to_corpus_and_queries(data):
@@ -179,6 +194,24 @@ def test_transform_applied_to_corpus_and_queries(data):
     assert (idx.dim_in_, idx.dim_) == (32, 8)
     manual = VectorIndex().add(chain.transform(X), ids)
     assert idx.search(Q, top_k=5) == manual.search(chain.transform(Q), top_k=5)
+    huge = np.full((2, 32), 3e38, np.float32)
+    huge[0] = Q[0]
+    with pytest.raises(InputError, match="the transform overflowed"):
+        idx.search(huge)
+
+
+def test_overflow_after_a_foreign_transform_is_named(data):
+    class Scale:  # any object with transform(); it does not check its output as simkit's do
+        def transform(self, X):
+            with np.errstate(over="ignore"):
+                return X * np.float32(1e37)
+
+    X, Q, ids = data
+    idx = VectorIndex(metric="ip", transform=Scale()).add(X, ids)
+    q = Q[:2].copy()
+    q[1] *= 1e3
+    with pytest.raises(InputError, match="queries row 1 overflows float32"):
+        idx.search(q)
 
 
 # -- LSH ---------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import faiss
 import numpy as np
 
 from .. import __version__
@@ -87,18 +88,23 @@ class BaseIndex:
         want = self.dim_in_ if self.dim_in_ is not None else getattr(self.transform, "n_features_in_", None)
         if want is not None and X.shape[1] != want:
             raise InputError(f"{name} have dimension {X.shape[1]}, but this index expects dimension {want}")
-        if not np.isfinite(X).all():
-            bad = ~np.isfinite(X).all(axis=1)
-            raise InputError(f"{name} row {int(np.flatnonzero(bad)[0])} contains NaN or inf ({int(bad.sum())} bad rows)")
-        if self.dim_in_ is None:
-            self._dim_in = X.shape[1]
+        Y = X
         if self.transform is not None:
-            X = np.ascontiguousarray(self.transform.transform(X), dtype=np.float32)
+            Y = np.ascontiguousarray(self.transform.transform(X), dtype=np.float32)
         if self.metric == "cosine":
-            X = X / np.maximum(np.sqrt(np.einsum("ij,ij->i", X, X))[:, None], 1e-12)
-        if self.dim_ is None:
-            self._dim = X.shape[1]
-        return X, single
+            Y = Y.copy() if Y is X or Y.base is not None else Y  # never scale the caller's array
+            faiss.normalize_L2(Y)  # in place; zero vectors stay zero
+        # NaN / inf survive the transform and the normalisation, so one check of the result
+        # (the cheaper spot on the single-query path) covers the input too.
+        if not np.isfinite(Y).all():
+            bad = ~np.isfinite(X).all(axis=1)
+            if bad.any():
+                raise InputError(f"{name} row {int(np.flatnonzero(bad)[0])} contains NaN or inf ({int(bad.sum())} bad rows)")
+            row = int(np.flatnonzero(~np.isfinite(Y).all(axis=1))[0])
+            raise InputError(f"{name} row {row} overflows float32 in the transform / normalisation (values too large)")
+        if self.dim_in_ is None:
+            self._dim_in, self._dim = X.shape[1], Y.shape[1]
+        return Y, single
 
     def _check_docs(self, n: int, ids, texts, metadata) -> list:
         if ids is None:
@@ -163,10 +169,11 @@ class BaseIndex:
         """
         if not isinstance(top_k, (int, np.integer)) or top_k < 1:
             raise InputError(f"top_k={top_k!r}; expected a positive integer")
-        if len(self) == 0:
+        n = len(self)
+        if n == 0:
             raise InputError("the index is empty; add vectors before searching")
         X, single = self._prepare(queries, "queries")
-        scores, labels = self._search(X, min(int(top_k), len(self)), **params)
+        scores, labels = self._search(X, min(int(top_k), n), **params)
         hits = self._hits(scores, labels)
         return hits[0] if single else hits
 
@@ -196,8 +203,12 @@ class BaseIndex:
     def _hits(self, scores: np.ndarray, labels: np.ndarray) -> list[list[Hit]]:
         store = self.store_
         valid = labels >= 0  # FAISS pads with -1 when fewer results exist
-        ids = store._ids[np.where(valid, labels, 0)].tolist()
+        full = bool(valid.all())
+        ids = store._ids[labels if full else np.where(valid, labels, 0)].tolist()
         if not store.has_payload:  # the common vectors-only case: no store lookups at all
+            if full:
+                return [[{"id": i, "score": s, "text": None, "metadata": None} for s, i in zip(srow, irow)]
+                        for srow, irow in zip(scores.tolist(), ids)]
             return [[{"id": i, "score": s, "text": None, "metadata": None}
                      for s, i, ok in zip(srow, irow, vrow) if ok]
                     for srow, irow, vrow in zip(scores.tolist(), ids, valid.tolist())]
