@@ -37,6 +37,8 @@ def paraphrase(
     temperature: float = typer.Option(1.0, "--temperature", help="Softmax temperature; 0 = greedy."),
     max_length: int | None = typer.Option(None, "--max-length", help="Max generated tokens (default: the model's max_seq_length)."),
     seed: int | None = typer.Option(None, "--seed", help="Random seed (same seed, same output)."),
+    no_repeat: int = typer.Option(0, "--no-repeat-ngram-size",
+                                  help="Forbid any N-gram twice in one candidate (2 stops loops like 还款怎么还款); 0 = off."),
     fmt: str = typer.Option("auto", "--format", help="Input format: auto, txt, jsonl, tsv or csv."),
     text_field: str | None = typer.Option(None, "--text-field", help="JSON field / CSV column of the text."),
     threads: int | None = typer.Option(None, "--threads", help="torch intra-op threads."),
@@ -64,7 +66,7 @@ def paraphrase(
             warnings.simplefilter("ignore")  # counted below instead
             cands = para.similar(src, n=n, k=k or n, top_k=top_k, top_p=top_p,
                                  temperature=temperature, max_length=max_length,
-                                 seed=None if seed is None else seed + i)
+                                 seed=None if seed is None else seed + i, no_repeat_ngram_size=no_repeat)
         truncated += para.last_generate_info_.get("truncated", 0)
         echo_json({"source": src, "candidates": cands}, pretty=False)
     if truncated:

@@ -36,13 +36,19 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class SamplingConfig:
-    """How the next token is chosen. ``temperature=0`` (or ``top_k=1``) is greedy."""
+    """How the next token is chosen. ``temperature=0`` (or ``top_k=1``) is greedy;
+    ``no_repeat_ngram_size=n`` (> 0) forbids any n-gram twice in one output, as in
+    Hugging Face's ``generate`` (small models loop: 还款怎么还款)."""
 
     top_k: int | None = None
     top_p: float | None = None
     temperature: float = 1.0
+    no_repeat_ngram_size: int = 0
 
     def check(self) -> None:
+        n = self.no_repeat_ngram_size
+        if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 0:
+            raise InputError(f"no_repeat_ngram_size={n!r}; expected an integer >= 0 (0 = off)")
         if self.top_k is not None and (not isinstance(self.top_k, int) or self.top_k < 1):
             raise InputError(f"top_k={self.top_k!r}; expected None or an integer >= 1")
         if self.top_p is not None and not 0.0 < float(self.top_p) <= 1.0:
@@ -75,6 +81,34 @@ def pick_tokens(
         logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
     probs = logits.softmax(-1)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+class NgramBlocker:
+    """Tracks the tokens generated per row and masks those that would repeat an n-gram.
+
+    Only the generated part counts: copying n-grams of the source is what a paraphrase does.
+    """
+
+    def __init__(self, size: int, rows: int):
+        self.size = size
+        self.history: list[list[int]] = [[] for _ in range(rows)]
+        self.seen: list[dict[tuple, set]] = [{} for _ in range(rows)]
+
+    def apply(self, logits: torch.Tensor, rows: list[int]) -> None:
+        """Set -inf (in place) where ``logits[i]`` (of original row ``rows[i]``) would repeat."""
+        for i, r in enumerate(rows):
+            h = self.history[r]
+            if len(h) >= self.size - 1:
+                ban = self.seen[r].get(tuple(h[len(h) - self.size + 1 :]))
+                if ban:
+                    logits[i, list(ban)] = float("-inf")
+
+    def push(self, rows: list[int], tokens: list[int]) -> None:
+        for r, t in zip(rows, tokens):
+            h = self.history[r]
+            h.append(t)
+            if len(h) >= self.size:
+                self.seen[r].setdefault(tuple(h[len(h) - self.size : -1]), set()).add(t)
 
 
 class CachedUniLM:
@@ -276,9 +310,10 @@ class Paraphraser:
         max_length: int | None = None,
         seed: int | None = None,
         mask_idxs: Sequence[int] | None = None,
+        no_repeat_ngram_size: int = 0,
     ) -> list[list[list[int]]]:
         """Token ids (no [SEP]) of n samples per text: ``out[i][s]``. See :meth:`generate`."""
-        cfg = SamplingConfig(top_k, top_p, temperature)
+        cfg = SamplingConfig(top_k, top_p, temperature, no_repeat_ngram_size)
         cfg.check()
         src = self._source_ids(texts, mask_idxs)
         max_new = self._limits(src, max_length, n)
@@ -294,6 +329,7 @@ class Paraphraser:
         banned = self._banned().to(dev)
         rows = B * n
         out = torch.full((rows, max_new), sep, dtype=torch.long)
+        blocker = NgramBlocker(cfg.no_repeat_ngram_size, rows) if cfg.no_repeat_ngram_size else None
         with torch.inference_mode():
             dec = CachedUniLM(self.model)
             h = dec.prefill(ids.to(dev), lengths, max_new)
@@ -306,8 +342,12 @@ class Paraphraser:
                 logits[:, banned] = float("-inf")
                 if t == 0:
                     logits[:, sep] = float("-inf")  # at least one token (bert4keras minlen=1)
+                if blocker is not None:
+                    blocker.apply(logits, alive.tolist())
                 tok = pick_tokens(logits, cfg, gen)
                 out[alive.cpu(), t] = tok.cpu()
+                if blocker is not None:
+                    blocker.push(alive.tolist(), tok.tolist())
                 done = tok == sep
                 if bool(done.all()) or t == max_new - 1:
                     break
@@ -335,17 +375,20 @@ class Paraphraser:
         max_length: int | None = None,
         seed: int | None = None,
         mask_idxs: Sequence[int] | None = None,
+        no_repeat_ngram_size: int = 0,
     ) -> list[list[str]]:
         """n sampled paraphrases per text: a list (one per text) of n strings.
 
         ``top_k`` / ``top_p`` / ``temperature`` shape the sampling (``temperature=0`` is
         greedy); ``max_length`` caps the generated tokens (default: the model's
         max_seq_length); ``mask_idxs`` replaces those token positions of every source
-        (0 = first token after [CLS]) by [MASK] first, as RoFormer-Sim allows. The same
-        inputs and ``seed`` give the same outputs.
+        (0 = first token after [CLS]) by [MASK] first, as RoFormer-Sim allows;
+        ``no_repeat_ngram_size`` forbids repeated n-grams in an output. The same inputs and
+        ``seed`` give the same outputs.
         """
         texts = [texts] if isinstance(texts, str) else texts
-        ids = self.generate_ids(texts, n, top_k, top_p, temperature, max_length, seed, mask_idxs)
+        ids = self.generate_ids(texts, n, top_k, top_p, temperature, max_length, seed, mask_idxs,
+                                no_repeat_ngram_size)
         return [[self.tokenizer.decode(x) for x in samples] for samples in ids]
 
     def similar(
@@ -360,6 +403,7 @@ class Paraphraser:
         seed: int | None = None,
         mask_idxs: Sequence[int] | None = None,
         batch_size: int = 64,
+        no_repeat_ngram_size: int = 0,
     ) -> list[dict]:
         """SimBERT's ``gen_synonyms``: sample n, drop duplicates and the source, keep the k
         closest to the source by cosine of the model's own sentence vectors.
@@ -372,7 +416,8 @@ class Paraphraser:
             raise InputError(f"n={n!r}; expected an integer >= 1 (candidates to sample)")
         if not isinstance(k, (int, np.integer)) or k < 1:
             raise InputError(f"k={k!r}; expected an integer >= 1 (candidates to keep)")
-        cands = self.generate([text], n, top_k, top_p, temperature, max_length, seed, mask_idxs)[0]
+        cands = self.generate([text], n, top_k, top_p, temperature, max_length, seed, mask_idxs,
+                              no_repeat_ngram_size)[0]
         src_ids, _ = self.tokenizer.encode_batch([text], self.max_seq_length)
         drop = {text, self.tokenizer.decode(src_ids[0]), ""}
         unique = [c for c in dict.fromkeys(cands) if c not in drop]
@@ -404,6 +449,7 @@ def generate_uncached(
     sep = tokenizer.sep_token_id
     banned = [i for i in (tokenizer.pad_token_id, tokenizer.cls_token_id,
                           tokenizer.mask_token_id, tokenizer.unk_token_id) if i is not None]
+    blocker = NgramBlocker(cfg.no_repeat_ngram_size, 1) if cfg.no_repeat_ngram_size else None
     out: list[int] = []
     with torch.inference_mode():
         for t in range(max_length):
@@ -414,8 +460,12 @@ def generate_uncached(
             logits[:, banned] = float("-inf")
             if t == 0:
                 logits[:, sep] = float("-inf")
+            if blocker is not None:
+                blocker.apply(logits, [0])
             tok = int(pick_tokens(logits, cfg, generator)[0])
             if tok == sep:
                 break
             out.append(tok)
+            if blocker is not None:
+                blocker.push([0], [tok])
     return out

@@ -41,6 +41,21 @@ def test_paraphrase_bad_input(tiny_bert_dir):
     assert r.exit_code == 1 and "n=0" in r.stderr
     r = _run("paraphrase", "--model", tiny_bert_dir)
     assert r.exit_code == 1 and "either TEXT or --input" in r.stderr
+    r = _run("paraphrase", "花呗", "--no-repeat-ngram-size", -2, "--model", tiny_bert_dir)
+    assert r.exit_code == 1 and "no_repeat_ngram_size=-2" in r.stderr
+
+
+def test_paraphrase_no_repeat_ngram_size(tiny_bert_dir):
+    from simkit.generate import Paraphraser
+
+    args = ("paraphrase", "花呗怎么还款", "-n", 16, "--model", tiny_bert_dir, "--seed", 0, "--max-length", 20)
+    r = _run(*args, "--no-repeat-ngram-size", 1)
+    assert r.exit_code == 0, r.output
+    got = json.loads(r.stdout)["candidates"]
+    assert got != json.loads(_run(*args).stdout)["candidates"]
+    want = Paraphraser(str(tiny_bert_dir)).similar("花呗怎么还款", n=16, k=16, seed=0, max_length=20,
+                                                   no_repeat_ngram_size=1)
+    assert [c["text"] for c in got] == [c["text"] for c in want]
 
 
 def test_convert_bert4keras_cli(tmp_path):
