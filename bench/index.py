@@ -51,6 +51,17 @@ def timed(fn, reps: int) -> float:
     return statistics.median(times)
 
 
+def timed_pair(f, g, reps: int) -> tuple[float, float]:
+    """Median seconds of ``f`` and of ``g``, called alternately (f, g, f, g, ...)."""
+    tf, tg = [], []
+    for _ in range(reps):
+        for fn, out in ((f, tf), (g, tg)):
+            t = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - t)
+    return statistics.median(tf), statistics.median(tg)
+
+
 def recall(labels: np.ndarray, truth: np.ndarray) -> float:
     return float(np.mean([len(set(a[a >= 0]) & set(b)) / len(b) for a, b in zip(labels, truth)]))
 
@@ -115,15 +126,30 @@ def main() -> None:
 
     def measure(name, index, build, raw_search=None, kind=None, **params):
         labels = hits_to_labels(index.search(Q, top_k=k, **params), k)
-        qb = args.nq / timed(lambda: index.search(Q, top_k=k, **params), args.reps)
-        qs = args.single / timed(lambda: [index.search(q, top_k=k, **params) for q in Q[: args.single]], args.reps)
+
+        def batch():
+            index.search(Q, top_k=k, **params)
+
+        def single():
+            for q in Q[: args.single]:
+                index.search(q, top_k=k, **params)
+
+        row = {"method": name, "kind": kind, "build_s": build, "recall": recall(labels, truth)}
+        if raw_search is None:
+            row["qps_batch"] = args.nq / timed(batch, args.reps)
+            row["qps_single"] = args.single / timed(single, args.reps)
+        else:  # simkit and raw FAISS alternate within each repetition, so drift hits both alike
+            def raw_single():
+                for q in Q[: args.single]:
+                    raw_search(q[None])
+
+            tb, rb = timed_pair(batch, lambda: raw_search(Q), args.reps)
+            ts, rs = timed_pair(single, raw_single, args.reps)
+            row.update(qps_batch=args.nq / tb, raw_qps_batch=args.nq / rb,
+                       qps_single=args.single / ts, raw_qps_single=args.single / rs,
+                       raw_recall=recall(raw_search(Q), truth))
         index.save(tmp / name)
-        row = {"method": name, "kind": kind, "build_s": build, "qps_batch": qb, "qps_single": qs,
-               "recall": recall(labels, truth), "bytes": dir_bytes(tmp / name)}
-        if raw_search is not None:
-            row["raw_qps_batch"] = args.nq / timed(lambda: raw_search(Q), args.reps)
-            row["raw_qps_single"] = args.single / timed(lambda: [raw_search(q[None]) for q in Q[: args.single]], args.reps)
-            row["raw_recall"] = recall(raw_search(Q), truth)
+        row["bytes"] = dir_bytes(tmp / name)
         rows.append(row)
         print_row(row)
 
