@@ -222,10 +222,10 @@ def main() -> None:
 
 def summarise_ann(rows: list, X: np.ndarray, Q: np.ndarray) -> None:
     """The issue's goals for IVF / HNSW against exact search, and exact search against memory bandwidth."""
-    flat = next((r for r in rows if r["kind"] == "flat"), None)
+    flat = next((r for r in rows if r.get("kind") == "flat"), None)
     if flat is None:
         return
-    ann = [r for r in rows if r["kind"] in ("ivf", "hnsw") and r["recall"] >= 0.95]
+    ann = [r for r in rows if r.get("kind") in ("ivf", "hnsw") and r["recall"] >= 0.95]
     for key, label in (("qps_batch", "batch"), ("qps_single", "single")):
         if ann:
             best = max(ann, key=lambda r: r[key])
