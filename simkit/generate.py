@@ -343,11 +343,12 @@ class Paraphraser:
                 if t == 0:
                     logits[:, sep] = float("-inf")  # at least one token (bert4keras minlen=1)
                 if blocker is not None:
-                    blocker.apply(logits, alive.tolist())
+                    alive_rows = alive.tolist()
+                    blocker.apply(logits, alive_rows)
                 tok = pick_tokens(logits, cfg, gen)
                 out[alive.cpu(), t] = tok.cpu()
                 if blocker is not None:
-                    blocker.push(alive.tolist(), tok.tolist())
+                    blocker.push(alive_rows, tok.tolist())
                 done = tok == sep
                 if bool(done.all()) or t == max_new - 1:
                     break

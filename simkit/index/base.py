@@ -92,7 +92,8 @@ class BaseIndex:
         if self.transform is not None:
             Y = np.ascontiguousarray(self.transform.transform(X), dtype=np.float32)
         if self.metric == "cosine":
-            Y = Y.copy() if Y is X or Y.base is not None else Y  # never scale the caller's array
+            if isinstance(vectors, np.ndarray) and np.may_share_memory(Y, vectors):
+                Y = Y.copy()  # never scale the caller's array (but do not copy a fresh conversion again)
             faiss.normalize_L2(Y)  # in place; zero vectors stay zero
         # NaN / inf survive the transform and the normalisation, so one check of the result
         # (the cheaper spot on the single-query path) covers the input too.
