@@ -90,6 +90,8 @@ def build(
     transform: Path | None = typer.Option(None, "--transform", help="A saved transform dir (whitening / JL) applied to corpus and queries."),
     texts: Path | None = typer.Option(None, "--texts", help="Corpus file giving the texts of an embedding dir's ids."),
     nbits: int = typer.Option(256, "--nbits", help="lsh: code length in bits."),
+    lsh_mode: str = typer.Option("flat", "--lsh-mode", help="lsh: flat (scan every code), ivf (scan the --nprobe lists "
+                                 "nearest the query: sub-linear) or multihash (bucket lookup)."),
     fmt: str = typer.Option("auto", "--format", help="Corpus format: auto, txt, jsonl, tsv, csv."),
     text_field: str | None = typer.Option(None, "--text-field"),
     id_field: str | None = typer.Option(None, "--id-field"),
@@ -109,13 +111,13 @@ def build(
     t0 = time.perf_counter()
     vecs, ids, txts, ref = _read_input(input, model, None, fmt, text_field, id_field, texts, batch_size)
     if preset == "lsh":
-        index = LSHIndex(nbits=nbits, metric=metric, transform=chain, model=ref)
+        index = LSHIndex(nbits=nbits, metric=metric, mode=lsh_mode, transform=chain, model=ref)
     else:
         index = VectorIndex(factory, preset=preset, metric=metric, transform=chain, model=ref)
     index.add(vecs, ids, txts)
     index.save(output, overwrite=overwrite)
     echo_json({"output": str(output), "count": len(index), "dim": index.dim_, "dim_in": index.dim_in_,
-               "factory": getattr(index, "factory_", None) or f"SimHash{nbits}", "metric": metric,
+               "factory": getattr(index, "factory_", None) or f"SimHash{nbits}+{lsh_mode}", "metric": metric,
                "seconds": round(time.perf_counter() - t0, 3)})
 
 
@@ -126,7 +128,7 @@ def query(
     queries: Path | None = typer.Option(None, "--queries", help="File of query texts (.txt or .jsonl)."),
     vectors: Path | None = typer.Option(None, "--vectors", help="Query vectors, a (n, dim) float .npy file."),
     model: str | None = typer.Option(None, "--model", "-m", help="Override the index's model reference."),
-    nprobe: int | None = typer.Option(None, "--nprobe", min=1, help="IVF lists to probe."),
+    nprobe: int | None = typer.Option(None, "--nprobe", min=1, help="IVF lists to probe (FAISS IVF, or LSH --lsh-mode ivf)."),
     ef_search: int | None = typer.Option(None, "--ef-search", min=1, help="HNSW search breadth."),
     fmt: str = typer.Option("auto", "--format", help="--queries format: auto, txt, jsonl, tsv, csv."),
     text_field: str | None = typer.Option(None, "--text-field"),

@@ -64,6 +64,33 @@ def test_single_query_and_k_larger_than_ntotal(data):
     assert {h["id"] for h in many[0]} == set(ids[:7])
 
 
+@pytest.mark.parametrize("metric", ["cosine", "ip", "l2"])
+def test_single_query_scores_like_a_batch_row(data, metric):
+    """The 1-D float32 fast path and the general path agree bit for bit, and check alike."""
+    X, Q, ids = data
+    idx = VectorIndex(metric=metric).add(X, ids)
+    batch = idx.search(Q[:4], top_k=5)
+    assert [idx.search(q, top_k=5) for q in Q[:4]] == batch  # contiguous float32 rows: the fast path
+    assert idx.search(np.asfortranarray(Q[:4])[1], top_k=5) == batch[1]  # a strided row: the general path
+    assert idx.search(Q[2].astype(np.float64), top_k=5) == batch[2]
+    for value, what in ((np.nan, "contains NaN or inf"), (np.inf, "contains NaN or inf")):
+        q = Q[0].copy()
+        q[7] = value
+        with pytest.raises(InputError, match=f"row 0 {what}"):
+            idx.search(q)
+    # finite, but its squared norm overflows float32: FAISS would silently normalise it to zeros
+    # (cosine) or find no neighbours for it (l2), so every metric refuses it, on both paths
+    big = np.full(32, 1e20, np.float32)
+    with pytest.raises(InputError, match="row 0 overflows float32"):
+        idx.search(big)
+    with pytest.raises(InputError, match="row 1 overflows float32"):
+        idx.search(np.stack([Q[0], big]))
+    with pytest.raises(InputError, match="vectors row 0 overflows float32"):
+        VectorIndex(metric=metric).add(big[None])
+    zero = idx.search(np.zeros(32, np.float32), top_k=3)  # a zero vector stays zero: every score 0
+    assert [h["score"] for h in zero] == [0.0, 0.0, 0.0] or metric == "l2"
+
+
 def test_ivf_no_minus_one_and_nprobe(data):
     X, Q, ids = data
     idx = VectorIndex("IVF16,Flat", metric="cosine").add(X, ids)
@@ -204,7 +231,7 @@ def test_overflow_after_a_foreign_transform_is_named(data):
     class Scale:  # any object with transform(); it does not check its output as simkit's do
         def transform(self, X):
             with np.errstate(over="ignore"):
-                return X * np.float32(1e37)
+                return X * np.float32(1e17)  # corpus rows stay finite; a 1e3x query row does not
 
     X, Q, ids = data
     idx = VectorIndex(metric="ip", transform=Scale()).add(X, ids)
@@ -239,6 +266,35 @@ def test_lsh_multihash_and_remove(data):
     assert all(h["id"] in set(ids) for r in hits for h in r)
     idx.remove(["doc0"])
     assert "doc0" not in {h["id"] for h in idx.search(X[0], top_k=50)} and len(idx) == N - 1
+
+
+def test_lsh_ivf_probes_float_lists(data):
+    X, Q, ids = data
+    t_idx = exact(X, Q, 10)[0]
+    flat = recall(LSHIndex(nbits=128, rerank=10).add(X, ids).search(Q, top_k=10), t_idx, ids)
+    idx = LSHIndex(nbits=128, mode="ivf", nlist=16, nprobe=2, rerank=10).add(X, ids)
+    assert idx.centroids_.shape == (16, D) and idx.lists_.shape == (N,) and idx.binary_.ntotal == N
+    by_nprobe = [recall(idx.search(Q, top_k=10, nprobe=p), t_idx, ids) for p in (1, 2, 4, 16)]
+    assert by_nprobe == sorted(by_nprobe) and by_nprobe[0] < by_nprobe[-1]
+    assert by_nprobe[-1] >= flat - 0.02  # every list probed: the flat scan's candidates, up to ties
+    assert recall(idx.search(Q, top_k=10), t_idx, ids) == by_nprobe[1]  # the stored default nprobe=2
+    # scores are exact cosines, and changes keep lists and codes aligned
+    Xn = X / np.linalg.norm(X, axis=1, keepdims=True)
+    row = idx.search(Q[0], top_k=5, nprobe=16)
+    np.testing.assert_allclose([h["score"] for h in row],
+                               [Xn[ids.index(h["id"])] @ (Q[0] / np.linalg.norm(Q[0])) for h in row], rtol=1e-5)
+    idx.remove(["doc3", "doc7"])
+    assert len(idx) == N - 2 and idx.binary_.ntotal == N - 2 and idx.lists_.shape == (N - 2,)
+    idx.add(X[3] * 2, ["again"])  # cosine: the same direction, the same list
+    assert idx.search(X[3], top_k=1)[0]["id"] == "again"
+    with pytest.raises(InputError, match="nprobe applies to mode='ivf'"):
+        LSHIndex(nbits=64).add(X, ids).search(Q[0], nprobe=4)
+    with pytest.raises(InputError, match="needs at least 64 training vectors"):
+        LSHIndex(nbits=64, mode="ivf", nlist=64).add(X[:40])
+    with pytest.warns(UserWarning, match="below FAISS's recommended 39"):
+        LSHIndex(nbits=64, mode="ivf", nlist=64).add(X[:1000])
+    with pytest.raises(InputError, match="nprobe=0"):
+        LSHIndex(nbits=64, mode="ivf", nprobe=0).add(X)
 
 
 def test_lsh_refuses_ip_on_unnormalised(data):

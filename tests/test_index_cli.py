@@ -93,6 +93,15 @@ def test_build_lsh_and_bad_index_dir(tmp_path, runner, tiny_bert_dir, texts):
     run(runner, "index", "build", corpus, "--model", tiny_bert_dir, "--preset", "lsh", "--nbits", "64", "-o", idx)
     (line,) = jsonl(run(runner, "index", "query", idx, texts[0], "-k", "1").stdout)
     assert line["results"][0]["id"] == "1"
+    ivf = tmp_path / "lsh-ivf"
+    out = json.loads(run(runner, "index", "build", corpus, "--model", tiny_bert_dir, "--preset", "lsh", "--nbits", "64",
+                         "--lsh-mode", "ivf", "-o", ivf).stdout)
+    assert out["factory"] == "SimHash64+ivf"
+    (line,) = jsonl(run(runner, "index", "query", ivf, texts[0], "-k", "1", "--nprobe", "1").stdout)
+    assert line["results"][0]["id"] == "1"
+    res = run(runner, "index", "build", corpus, "--model", tiny_bert_dir, "--preset", "lsh", "--lsh-mode", "trees",
+              "-o", tmp_path / "bad", ok=False)
+    assert res.exit_code == 1 and "'trees'" in res.stderr and "ivf" in res.stderr
     cfg = json.loads((idx / "config.json").read_text())
     (idx / "config.json").write_text(json.dumps({**cfg, "format_version": 2}))
     res = run(runner, "index", "query", idx, "x", ok=False)

@@ -27,7 +27,8 @@ def data():
     lambda: VectorIndex(preset="flat"), lambda: VectorIndex(preset="ivf"), lambda: VectorIndex(preset="hnsw"),
     lambda: VectorIndex(preset="flat", metric="l2"), lambda: LSHIndex(nbits=64),
     lambda: LSHIndex(nbits=64, mode="multihash", n_tables=4, hash_bits=8),
-], ids=["flat", "ivf", "hnsw", "l2", "lsh", "lsh-multihash"])
+    lambda: LSHIndex(nbits=64, mode="ivf", nlist=8, nprobe=3),
+], ids=["flat", "ivf", "hnsw", "l2", "lsh", "lsh-multihash", "lsh-ivf"])
 @pytest.mark.parametrize("mmap", [False, True])
 def test_round_trip(tmp_path, data, make, mmap):
     X, Q, ids = data
@@ -91,6 +92,11 @@ def test_broken_directories(tmp_path, data):
     vec.write_bytes(vec.read_bytes()[:1000])
     with pytest.raises(FormatError, match="vectors.npy"):
         load_index(tmp_path / "lsh")
+    # IVF-mode lists that point past the centroids
+    LSHIndex(nbits=64, mode="ivf", nlist=8).add(X, ids).save(tmp_path / "lsh-ivf")
+    np.save(tmp_path / "lsh-ivf" / "lists.npy", np.full(len(ids), 8, np.int64))
+    with pytest.raises(FormatError, match="lists.npy disagree with config.json"):
+        load_index(tmp_path / "lsh-ivf")
 
 
 def test_transform_saved_with_index(tmp_path, data):

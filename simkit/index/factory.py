@@ -22,9 +22,9 @@ MIN_POINTS_PER_CENTROID = 39  # FAISS's own advice (it warns below this)
 HNSW_M, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH = 32, 80, 128
 
 
-def ivf_nlist(n: int) -> int:
+def ivf_nlist(n: int, per_sqrt: float = 4.0) -> int:
     """The √N rule, nlist ≈ 4√N, capped so every list gets >= 39 training points."""
-    return max(1, min(int(4 * math.sqrt(n)), n // MIN_POINTS_PER_CENTROID))
+    return max(1, min(int(per_sqrt * math.sqrt(n)), n // MIN_POINTS_PER_CENTROID))
 
 
 def default_nprobe(nlist: int) -> int:
@@ -138,15 +138,20 @@ def check_training(index: faiss.Index, n: int, factory: str) -> None:
         if pq is not None:
             needs.append(("PQ centroids per sub-quantizer", pq.ksub))
     for what, k in needs:
-        if n < k:
-            raise InputError(
-                f"{factory!r} needs at least {k} training vectors ({what}); got {n}. "
-                f"Add more vectors, or use fewer lists (preset 'flat' or a smaller IVF)"
-            )
-        if n < MIN_POINTS_PER_CENTROID * k:
-            warnings.warn(
-                f"{factory!r}: {n} training vectors for {k} {what} is below FAISS's recommended "
-                f"{MIN_POINTS_PER_CENTROID} per centroid ({MIN_POINTS_PER_CENTROID * k}); "
-                "clustering quality (and recall) may suffer",
-                stacklevel=4,
-            )
+        check_points(n, k, what, repr(factory), stacklevel=6)  # the caller of add()
+
+
+def check_points(n: int, k: int, what: str, label: str, stacklevel: int = 4) -> None:
+    """Error with fewer training points than ``k`` centroids; warning below 39 per centroid."""
+    if n < k:
+        raise InputError(
+            f"{label} needs at least {k} training vectors ({what}); got {n}. "
+            f"Add more vectors, or use fewer lists (preset 'flat' or a smaller IVF)"
+        )
+    if k > 1 and n < MIN_POINTS_PER_CENTROID * k:  # (one "centroid" is just the mean)
+        warnings.warn(
+            f"{label}: {n} training vectors for {k} {what} is below FAISS's recommended "
+            f"{MIN_POINTS_PER_CENTROID} per centroid ({MIN_POINTS_PER_CENTROID * k}); "
+            "clustering quality (and recall) may suffer",
+            stacklevel=stacklevel,
+        )
