@@ -14,6 +14,7 @@ directly (the overhead of simkit's ids/normalisation/result dicts is the ratio).
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import tempfile
 import time
@@ -115,9 +116,17 @@ def main() -> None:
           f"mean cosine {float(np.mean(X[:1000] @ X[1000:2000].T)):.2f} k={k} "
           f"threads={faiss.omp_get_max_threads()} reps={args.reps} single={args.single} "
           f"(data + ground truth {time.perf_counter() - t0:.1f}s)", flush=True)
-    rows = []
     tmp = Path(tempfile.mkdtemp(prefix="simkit-bench-index-"))
+    try:
+        run_methods(args, methods, X, Q, truth, tmp, t0)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run_methods(args, methods, X, Q, truth, tmp, t0) -> None:
+    k = args.k
     ids = np.arange(args.n)
+    rows = []
 
     def build(index) -> float:
         t = time.perf_counter()
@@ -150,6 +159,7 @@ def main() -> None:
                        raw_recall=recall(raw_search(Q), truth))
         index.save(tmp / name)
         row["bytes"] = dir_bytes(tmp / name)
+        shutil.rmtree(tmp / name)  # ~1 GB each at 1M: a sweep would fill the disk
         rows.append(row)
         print_row(row)
 
