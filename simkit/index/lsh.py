@@ -45,6 +45,9 @@ class LSHIndex(BaseIndex):
     are already unit-norm: on other vectors the angle that SimHash estimates says nothing
     about the inner product, so that is refused). ``center`` subtracts the mean of the first
     batch before hashing, which spreads codes of anisotropic embeddings over more buckets.
+    ``nlist`` / ``nprobe`` (mode ``ivf``) default to √N lists and ~3% of them; ``rerank``,
+    ``nprobe`` and ``nflip`` can also be given per search. At 1M x 256 (bench/index.py) the
+    ``ivf`` mode answers ~5x faster than the ``flat`` scan at the same recall.
     """
 
     kind = "lsh"
