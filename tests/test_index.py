@@ -295,6 +295,10 @@ def test_lsh_ivf_probes_float_lists(data):
         LSHIndex(nbits=64, mode="ivf", nlist=64).add(X[:1000])
     with pytest.raises(InputError, match="nprobe=0"):
         LSHIndex(nbits=64, mode="ivf", nprobe=0).add(X)
+    # the lists are seeded by random_state, like the projection
+    same = [LSHIndex(nbits=64, mode="ivf", nlist=16, random_state=7).add(X).centroids_ for _ in range(2)]
+    np.testing.assert_array_equal(same[0], same[1])
+    assert not np.array_equal(same[0], LSHIndex(nbits=64, mode="ivf", nlist=16, random_state=8).add(X).centroids_)
 
 
 def test_lsh_refuses_ip_on_unnormalised(data):

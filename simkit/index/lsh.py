@@ -108,16 +108,16 @@ class LSHIndex(BaseIndex):
         self.codes_ = np.empty((0, self.nbits // 8), np.uint8)
         self.labels_ = np.empty(0, np.int64)
         if self.mode == "ivf":
-            self._fit_lists(X)
+            self._fit_lists(X, int(rng.integers(2**31 - 1)))
         self._build_binary()
 
-    def _fit_lists(self, X: np.ndarray) -> None:
+    def _fit_lists(self, X: np.ndarray, seed: int) -> None:
         """Spherical k-means centroids of the float vectors: the IVF mode's partition."""
         # √N lists, not the 4√N of VectorIndex: scanning 32-byte codes costs little next to the
         # re-rank, and k-means with 4x fewer centroids trains 4x faster (the cost of a 1M build).
         nlist = int(self.nlist) if self.nlist is not None else fx.ivf_nlist(X.shape[0], per_sqrt=1.0)
         fx.check_points(X.shape[0], nlist, "IVF lists", f"LSH mode 'ivf' with nlist={nlist}", stacklevel=6)
-        km = faiss.Kmeans(X.shape[1], nlist, niter=10, spherical=True, seed=int(self.random_state or 0),
+        km = faiss.Kmeans(X.shape[1], nlist, niter=10, spherical=True, seed=seed,
                           max_points_per_centroid=256)
         km.train(np.ascontiguousarray(X))
         self.centroids_ = km.centroids.astype(np.float32)
