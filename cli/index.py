@@ -103,6 +103,8 @@ def build(
     refuse_existing(output, overwrite)
     if preset is not None and factory is not None:
         raise InputError("pass --preset or --factory, not both")
+    if preset != "lsh" and lsh_mode != "flat":
+        raise InputError(f"--lsh-mode {lsh_mode!r} applies to --preset lsh; got --preset {preset!r}")
     chain = None
     if transform is not None:
         from simkit.transforms import load_transform

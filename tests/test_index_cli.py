@@ -102,6 +102,9 @@ def test_build_lsh_and_bad_index_dir(tmp_path, runner, tiny_bert_dir, texts):
     res = run(runner, "index", "build", corpus, "--model", tiny_bert_dir, "--preset", "lsh", "--lsh-mode", "trees",
               "-o", tmp_path / "bad", ok=False)
     assert res.exit_code == 1 and "'trees'" in res.stderr and "ivf" in res.stderr
+    res = run(runner, "index", "build", corpus, "--model", tiny_bert_dir, "--preset", "ivf", "--lsh-mode", "ivf",
+              "-o", tmp_path / "bad", ok=False)
+    assert res.exit_code == 1 and "--lsh-mode 'ivf' applies to --preset lsh" in res.stderr
     cfg = json.loads((idx / "config.json").read_text())
     (idx / "config.json").write_text(json.dumps({**cfg, "format_version": 2}))
     res = run(runner, "index", "query", idx, "x", ok=False)

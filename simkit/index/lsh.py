@@ -150,12 +150,11 @@ class LSHIndex(BaseIndex):
             b = faiss.IndexBinaryIVF(faiss.IndexBinaryFlat(self.nbits), self.nbits, len(self.centroids_))
             b.is_trained = True
             b.nprobe = self.nprobe_
-            if len(self.codes_):
-                _ivf_add(b, np.ascontiguousarray(self.codes_), np.ascontiguousarray(self.lists_, dtype=np.int64))
-            self.binary_ = b
-            return
         if len(self.codes_):
-            b.add(np.ascontiguousarray(self.codes_))
+            if self.mode == "ivf":
+                _ivf_add(b, self.codes_, self.lists_)
+            else:
+                b.add(np.ascontiguousarray(self.codes_))
         self.binary_ = b
 
     # -- changes ----------------------------------------------------------------------
@@ -257,9 +256,9 @@ class LSHIndex(BaseIndex):
                 or self.labels_.shape != (n,) or n != cfg["count"] or self.projection_.shape != (d, self.nbits)):
             raise FormatError(f"{path}: array shapes disagree with config.json (count {cfg['count']}, dim {d}, nbits {self.nbits})")
         if self.mode == "ivf":
-            if (self.centroids_.shape != (self.nlist, d) or self.lists_.shape != (n,)
+            if (self.nprobe is None or self.centroids_.shape != (self.nlist, d) or self.lists_.shape != (n,)
                     or (n and not 0 <= int(self.lists_.min()) <= int(self.lists_.max()) < self.nlist)):
-                raise FormatError(f"{path}: centroids.npy / lists.npy disagree with config.json (nlist {self.nlist}, count {n}, dim {d})")
+                raise FormatError(f"{path}: centroids.npy / lists.npy disagree with config.json (nlist {self.nlist}, nprobe {self.nprobe}, count {n}, dim {d})")
             self.nprobe_ = int(self.nprobe)
         self._load_common(path, cfg)
         self._build_binary()
