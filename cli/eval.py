@@ -33,6 +33,7 @@ DATA-DIR holds DIR/<TASK>/<TASK>.<split>.data (senteval_cn) or local C-MTEB copi
 Examples:
   simkit eval sts --model tfidf --data-dir data/chinese-sts -o results/tfidf
   simkit eval sts -m my-model --whitening 0,full,256 --jl 128 --baseline tfidf -d D -o results/m
+  simkit eval sts -m my-model -w 0 --bootstrap 1000 -d D -o results/m-ci   # with 95 % intervals
 """
 
 
@@ -55,7 +56,8 @@ def sts(
     batch_size: int = typer.Option(32, "--batch-size", "-b", min=1),
     dtype: str = typer.Option("fp32", "--dtype", help="fp32 or bf16."),
     threads: int | None = typer.Option(None, "--threads", help="torch intra-op threads."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the JL projections."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the JL projections and of the bootstrap."),
+    bootstrap: int = typer.Option(0, "--bootstrap", min=0, help="Resample each task's pairs N times (e.g. 1000) for 95 % intervals of every score and of the average; the same resamples for every row, so rows compare paired."),
     limit: int | None = typer.Option(None, "--limit", min=2, help="Only the first N pairs of each split (quick runs)."),
     data_format: str = typer.Option("auto", "--data-format", help="auto, senteval or cmteb."),
     cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Embedding cache (default: $XDG_CACHE_HOME/simkit/eval, else ~/.cache/simkit/eval)."),
@@ -79,7 +81,7 @@ def sts(
         tasks=_split_list([tasks]), splits=_split_list([split]), poolings=_split_list([pooling]),
         transforms=parse_transforms(whitening, _split_list([jl]) if jl else ()), fit_on=fit_on,
         max_seq_length=parse_max_seq_length(max_seq_length), batch_size=batch_size, seed=seed,
-        limit=limit, data_format=data_format, show_progress_bar=progress_enabled(),
+        bootstrap=bootstrap, limit=limit, data_format=data_format, show_progress_bar=progress_enabled(),
     )
     specs = []
     for name in names:

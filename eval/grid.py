@@ -45,7 +45,7 @@ from .data import (
     sha256_file,
     unique_texts,
 )
-from .scoring import similarity_scores, sts_scores
+from .scoring import bootstrap_spearman, cosine_pairs, similarity_scores, sts_scores
 
 logger = logging.getLogger("simkit_eval")
 
@@ -145,6 +145,7 @@ class GridConfig:
     limit: int | None = None
     data_format: str = "auto"
     show_progress_bar: bool | None = None
+    bootstrap: int = 0  # resamples for 95 % intervals of main_score and of the averages; 0: none
 
 
 @dataclasses.dataclass
@@ -171,6 +172,8 @@ class GridRun:
     notes: list[str]
     cache: dict[str, int]
     elapsed: float
+    # (model, pooling, transform, task, split) -> bootstrap Spearman replicates (config.bootstrap > 0)
+    replicates: dict[tuple, np.ndarray] = dataclasses.field(default_factory=dict)
 
 
 # ------------------------------------------------------------------------- fit sets
@@ -263,6 +266,7 @@ def run_grid(
         check_choice("pooling", p, GRID_POOLINGS)
     cells: list[Cell] = []
     notes: list[str] = []
+    replicates: dict[tuple, np.ndarray] = {}
     tasks: dict[str, dict] = {}
     model_info: dict[str, dict] = {}
     for m in models:
@@ -292,7 +296,9 @@ def run_grid(
                 notes.append(f"{data[s].path}: skipped {data[s].skipped} lines without exactly 3 fields")
         for m in models:
             if m.is_baseline:
-                cells.extend(_baseline_cells(m.name, task, data, config.splits, fit_texts))
+                for c, cos in _baseline_cells(m.name, task, data, config.splits, fit_texts):
+                    cells.append(c)
+                    _bootstrap(c, cos, data[c.split].labels, config, replicates)
                 continue
             poolings = [p for p in config.poolings if p != "pooler" or m.encoder.model.pooler is not None]
             if len(poolings) < len(config.poolings):
@@ -319,12 +325,35 @@ def run_grid(
                         scores = sts_scores(Y[a_rows], Y[b_rows], data[s].labels)
                         cells.append(Cell(m.name, p, spec.name, task, s, scores, len(data[s]),
                                           round(t_fit + time.perf_counter() - t2, 4), spec.n_components))
+                        if config.bootstrap:
+                            cos = cosine_pairs(Y[a_rows], Y[b_rows])
+                            _bootstrap(cells[-1], cos, data[s].labels, config, replicates)
         del data
     stats = {"encoded": cache.n_encoded_, "hits": cache.n_hits_, "passes": cache.n_passes_}
-    return GridRun(cells, config, tasks, model_info, notes, stats, round(time.perf_counter() - t_start, 3))
+    return GridRun(cells, config, tasks, model_info, notes, stats, round(time.perf_counter() - t_start, 3),
+                   replicates)
 
 
-def _baseline_cells(name: str, task: str, data: dict[str, PairDataset], splits, fit_texts) -> list[Cell]:
+def _bootstrap(cell: Cell, cos: np.ndarray, labels: np.ndarray, config: GridConfig, out: dict) -> None:
+    """Add a 95 % percentile interval of main_score to ``cell`` and keep its replicates.
+
+    The generator is seeded by (seed, task, split) alone, so every model, pooling and transform
+    is scored on the *same* resamples: the intervals of two rows are paired, and the replicates
+    of the tasks can be averaged into an interval of the average (see report.summary).
+    """
+    if not config.bootstrap:
+        return
+    task_i, split_i = list(config.tasks).index(cell.task), list(config.splits).index(cell.split)
+    r = bootstrap_spearman(cos, labels, config.bootstrap, random_state=[config.seed, task_i, split_i])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN slice gives NaN bounds: fine
+        low, high = np.nanpercentile(r, [2.5, 97.5])
+    cell.scores.update(main_score_ci_low=float(low), main_score_ci_high=float(high))
+    out[(cell.model, cell.pooling, cell.transform, cell.task, cell.split)] = r
+
+
+def _baseline_cells(name: str, task: str, data: dict[str, PairDataset], splits,
+                    fit_texts) -> list[tuple[Cell, np.ndarray]]:
     t0 = time.perf_counter()
     enc = TfidfEncoder().fit(fit_texts)
     t_fit = time.perf_counter() - t0
@@ -332,6 +361,6 @@ def _baseline_cells(name: str, task: str, data: dict[str, PairDataset], splits, 
     for s in splits:
         t1 = time.perf_counter()
         cos = enc.similarity(data[s].sentences1, data[s].sentences2)
-        out.append(Cell(name, "-", "none", task, s, similarity_scores(cos, data[s].labels), len(data[s]),
-                        round(t_fit + time.perf_counter() - t1, 4)))
+        out.append((Cell(name, "-", "none", task, s, similarity_scores(cos, data[s].labels), len(data[s]),
+                         round(t_fit + time.perf_counter() - t1, 4)), cos))
     return out

@@ -24,6 +24,7 @@ import logging
 import platform
 import re
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -100,6 +101,7 @@ def manifest(run: GridRun, argv: Sequence[str] | None = None) -> dict:
         "transforms": [t.name for t in cfg.transforms],
         "fit_on": cfg.fit_on,
         "seed": cfg.seed,
+        "bootstrap": cfg.bootstrap,
         "limit": cfg.limit,
         "max_seq_length": {t: run.tasks[t]["max_seq_length"] for t in cfg.tasks},
         "data": run.tasks,
@@ -125,8 +127,17 @@ def summary(run: GridRun) -> list[dict]:
     out = []
     for (m, p, t, s), cells in groups.items():
         scores = [c.scores["main_score"] for c in cells]
-        out.append({"model": m, "pooling": p, "transform": t, "split": s, "tasks": [c.task for c in cells],
-                    **averages(scores, [c.n_pairs for c in cells])})
+        row = {"model": m, "pooling": p, "transform": t, "split": s, "tasks": [c.task for c in cells],
+               **averages(scores, [c.n_pairs for c in cells])}
+        reps = [run.replicates.get((m, p, t, c.task, s)) for c in cells]
+        if reps and all(r is not None for r in reps):
+            # The tasks are resampled independently, so the mean of their i-th replicates is a
+            # bootstrap replicate of the average.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                low, high = np.nanpercentile(np.mean(reps, axis=0), [2.5, 97.5])
+            row.update(avg_ci_low=float(low), avg_ci_high=float(high))
+        out.append(row)
     return out
 
 
@@ -146,7 +157,8 @@ def markdown_table(run: GridRun, split: str | None = None) -> str:
     by = {(c.model, c.pooling, c.transform, c.task, c.split): c.scores["main_score"] for c in run.cells}
     blocks = []
     for s in splits:
-        head = ["model-pooling", *tasks, "avg", "w-avg"]
+        with_ci = any("avg_ci_low" in d for d in avg.values())
+        head = ["model-pooling", *tasks, "avg", "w-avg", *(["avg 95 % CI"] if with_ci else [])]
         title = (f"Spearman × 100 on the {s} split; cells: {' / '.join(transforms)}"
                  f" (whitening / IDF fit on: {run.config.fit_on})")
         lines = [title, "",
@@ -162,6 +174,13 @@ def markdown_table(run: GridRun, split: str | None = None) -> str:
                     d = avg.get((m, p, tr, s))
                     vals.append(_fmt(d[key]) if d and len(d["tasks"]) == len(tasks) else "–")
                 cols.append(" / ".join(vals))
+            if with_ci:
+                ci = []
+                for tr in transforms:
+                    d = avg.get((m, p, tr, s))
+                    ok = d and "avg_ci_low" in d and len(d["tasks"]) == len(tasks)
+                    ci.append(f"{_fmt(d['avg_ci_low'])}–{_fmt(d['avg_ci_high'])}" if ok else "–")
+                cols.append(" / ".join(ci))
             lines.append("| " + " | ".join([label, *cols]) + " |")
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks) + "\n"

@@ -82,6 +82,35 @@ def similarity_scores(cos, labels) -> dict[str, float]:
     return {"cosine_spearman": rho, "cosine_pearson": pearson(cos, labels), "main_score": rho}
 
 
+def bootstrap_spearman(x, y, n_resamples: int = 1000, random_state: int | np.random.Generator | None = 0,
+                       chunk: int = 64) -> np.ndarray:
+    """Spearman's rho of ``n_resamples`` bootstrap resamples of the pairs (drawn with replacement).
+
+    >>> r = bootstrap_spearman(cos, labels, n_resamples=1000)   # (1000,)
+    >>> low, high = np.nanpercentile(r, [2.5, 97.5])            # a 95 % percentile interval
+
+    The report sizes of some STS tasks are small (PAWSX and STS-B have a few hundred to two
+    thousand pairs), so a score difference of a point or two can be noise; the interval says
+    how much. A resample whose scores or labels are constant gives NaN.
+    """
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    _check(x, y)
+    if n_resamples < 1:
+        raise InputError(f"n_resamples must be >= 1; got {n_resamples}")
+    rng = np.random.default_rng(random_state)
+    out = np.empty(n_resamples)
+    for start in range(0, n_resamples, chunk):  # chunks bound the (chunk, n) rank matrices
+        idx = rng.integers(0, x.size, size=(min(chunk, n_resamples - start), x.size))
+        rx = stats.rankdata(x[idx], axis=1)  # average ranks for ties, as in spearman()
+        ry = stats.rankdata(y[idx], axis=1)
+        rx -= rx.mean(axis=1, keepdims=True)
+        ry -= ry.mean(axis=1, keepdims=True)
+        den = np.sqrt((rx * rx).sum(axis=1) * (ry * ry).sum(axis=1))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[start:start + len(idx)] = np.where(den > 0, (rx * ry).sum(axis=1) / den, np.nan)
+    return out
+
+
 def averages(scores: Sequence[float], n_pairs: Sequence[int]) -> dict[str, float]:
     """Plain and pair-count-weighted averages (the reference reports both).
 

@@ -35,6 +35,12 @@ def test_tfidf_needs_no_weights_and_prints_the_table(data_dir, tmp_path):
     r2 = _run("--baseline", "tfidf", "-d", data_dir, "-o", out, "--no-cache", "--split", "test",
               "--tasks", "BQ,STS-B", "--overwrite")
     assert r2.exit_code == 0, r2.output and "on the test split" in r2.stdout
+    r3 = _run("--model", "tfidf", "-d", data_dir, "-o", tmp_path / "ci", "--no-cache", "--bootstrap", 100)
+    assert r3.exit_code == 0, r3.output
+    row = next(ln for ln in r3.stdout.splitlines() if ln.startswith("| tfidf |")).split(" | ")
+    low, high = (float(x) for x in row[-1].rstrip(" |").split("–"))
+    assert low < float(row[6]) < high  # the interval of the average brackets it
+    assert _run("--model", "tfidf", "-d", data_dir, "-o", tmp_path / "bad", "--bootstrap", -1).exit_code == 2
 
 
 def test_model_grid_with_cache(tiny_bert_dir, data_dir, tmp_path):

@@ -12,7 +12,7 @@ from simkit_eval.cache import EmbeddingCache
 from simkit_eval.data import load_task, unique_texts
 from simkit_eval.grid import GridConfig, ModelSpec, parse_max_seq_length, parse_transforms, run_grid
 from simkit_eval.report import markdown_table, task_result, write_report
-from simkit_eval.scoring import averages, pearson, spearman, sts_scores
+from simkit_eval.scoring import averages, bootstrap_spearman, pearson, spearman, sts_scores
 from test_eval_data import PAIRS_05, make_senteval_dir, write_task
 
 from simkit.encoder import Encoder
@@ -74,6 +74,56 @@ def test_sts_scores_and_averages():
     assert s["main_score"] == s["cosine_spearman"] == pytest.approx(scipy.stats.spearmanr(cos, y).statistic, abs=1e-12)
     assert s["euclidean_spearman"] == pytest.approx(scipy.stats.spearmanr(-np.linalg.norm(a - b, axis=1), y).statistic)
     assert averages([0.2, 0.6], [100, 300]) == {"avg": pytest.approx(0.4), "weighted_avg": pytest.approx(0.5)}
+
+
+def test_bootstrap_spearman_resamples_pairs():
+    rng = np.random.default_rng(2)
+    labels = rng.integers(0, 6, 400).astype(float)
+    sims = np.round(labels * 0.1 + rng.normal(0, 0.4, 400), 2)
+    r = bootstrap_spearman(sims, labels, n_resamples=150, random_state=7, chunk=16)
+    assert r.shape == (150,) and np.isfinite(r).all()
+    # each replicate is the (tie-aware) Spearman of one resample: redraw the same indices
+    g = np.random.default_rng(7)
+    idx = g.integers(0, 400, size=(16, 400))
+    for i in (0, 5, 15):
+        assert r[i] == pytest.approx(spearman(sims[idx[i]], labels[idx[i]]), abs=1e-12)
+    low, high = np.percentile(r, [2.5, 97.5])
+    assert low < spearman(sims, labels) < high and high - low < 0.2
+    assert np.array_equal(r, bootstrap_spearman(sims, labels, n_resamples=150, random_state=7))  # chunking
+    # a resample of constant labels is undefined: NaN, not an error
+    assert np.isnan(bootstrap_spearman([0.1, 0.2], [0.0, 1.0], n_resamples=50, random_state=0)).any()
+    with pytest.raises(InputError, match="n_resamples"):
+        bootstrap_spearman(sims, labels, n_resamples=0)
+
+
+def test_grid_bootstrap_intervals_are_paired_and_reported(enc, data_dir, tmp_path):
+    cfg = GridConfig(tasks=["ATEC", "STS-B"], poolings=["cls", "last-avg"], transforms=parse_transforms("0"),
+                     bootstrap=200)
+    run = run_grid([ModelSpec(str(enc.model_path), enc), ModelSpec("tfidf")], data_dir, cfg)
+    for c in run.cells:
+        r = run.replicates[(c.model, c.pooling, c.transform, c.task, c.split)]
+        assert r.shape == (200,)
+        assert c.scores["main_score_ci_low"] <= c.scores["main_score_ci_high"]
+    # the same resamples for every row: a row's replicates are reproducible from (seed, task, split)
+    data = load_task(data_dir, "STS-B", "valid")
+    cos = TfidfEncoder().fit([*data.sentences1, *data.sentences2]).similarity(data.sentences1, data.sentences2)
+    r = bootstrap_spearman(cos, data.labels, 200, random_state=[0, 1, 0])
+    assert np.array_equal(r, run.replicates[("tfidf", "-", "none", "STS-B", "valid")])
+    out = write_report(run, tmp_path / "out", plot=False)
+    man = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    row = next(d for d in man["summary"] if d["model"] == "tfidf")
+    reps = np.mean([run.replicates[("tfidf", "-", "none", t, "valid")] for t in ("ATEC", "STS-B")], axis=0)
+    assert [row["avg_ci_low"], row["avg_ci_high"]] == pytest.approx(np.nanpercentile(reps, [2.5, 97.5]))
+    assert man["bootstrap"] == 200
+    table = (out / "table.md").read_text(encoding="utf-8")
+    assert "| avg 95 % CI |" in table.splitlines()[2]
+    assert f"{100 * row['avg_ci_low']:.2f}–{100 * row['avg_ci_high']:.2f}" in table
+    cells = [json.loads(ln) for ln in (out / "cells.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert all("main_score_ci_low" in c["scores"] for c in cells)
+    # without --bootstrap nothing changes
+    plain = run_grid([ModelSpec("tfidf")], data_dir, GridConfig(tasks=["ATEC"]))
+    assert not plain.replicates and "main_score_ci_low" not in plain.cells[0].scores
+    assert "CI" not in markdown_table(plain)
 
 
 def test_tfidf_baseline_is_char_sublinear_cosine():
