@@ -82,7 +82,8 @@ def similarity_scores(cos, labels) -> dict[str, float]:
     return {"cosine_spearman": rho, "cosine_pearson": pearson(cos, labels), "main_score": rho}
 
 
-def bootstrap_spearman(x, y, n_resamples: int = 1000, random_state: int | np.random.Generator | None = 0,
+def bootstrap_spearman(x, y, n_resamples: int = 1000,
+                       random_state: int | Sequence[int] | np.random.Generator | None = 0,
                        chunk: int = 64) -> np.ndarray:
     """Spearman's rho of ``n_resamples`` bootstrap resamples of the pairs (drawn with replacement).
 
