@@ -298,7 +298,8 @@ def run_grid(
             if m.is_baseline:
                 for c, cos in _baseline_cells(m.name, task, data, config.splits, fit_texts):
                     cells.append(c)
-                    _bootstrap(c, cos, data[c.split].labels, config, replicates)
+                    if config.bootstrap:
+                        _bootstrap(c, cos, data[c.split].labels, config, replicates)
                 continue
             poolings = [p for p in config.poolings if p != "pooler" or m.encoder.model.pooler is not None]
             if len(poolings) < len(config.poolings):
@@ -341,8 +342,6 @@ def _bootstrap(cell: Cell, cos: np.ndarray, labels: np.ndarray, config: GridConf
     is scored on the *same* resamples: the intervals of two rows are paired, and the replicates
     of the tasks can be averaged into an interval of the average (see report.summary).
     """
-    if not config.bootstrap:
-        return
     task_i, split_i = list(config.tasks).index(cell.task), list(config.splits).index(cell.split)
     r = bootstrap_spearman(cos, labels, config.bootstrap, random_state=[config.seed, task_i, split_i])
     with warnings.catch_warnings():

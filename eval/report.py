@@ -155,9 +155,9 @@ def markdown_table(run: GridRun, split: str | None = None) -> str:
         transforms = transforms[1:] if transforms[:1] == ["none"] else transforms
     avg = {(d["model"], d["pooling"], d["transform"], d["split"]): d for d in summary(run)}
     by = {(c.model, c.pooling, c.transform, c.task, c.split): c.scores["main_score"] for c in run.cells}
+    with_ci = any("avg_ci_low" in d for d in avg.values())
     blocks = []
     for s in splits:
-        with_ci = any("avg_ci_low" in d for d in avg.values())
         head = ["model-pooling", *tasks, "avg", "w-avg", *(["avg 95 % CI"] if with_ci else [])]
         title = (f"Spearman × 100 on the {s} split; cells: {' / '.join(transforms)}"
                  f" (whitening / IDF fit on: {run.config.fit_on})")
