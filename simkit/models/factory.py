@@ -10,7 +10,6 @@ tests, which build tiny models this way and then load them through the normal pa
 from __future__ import annotations
 
 import collections
-import unicodedata
 from collections.abc import Iterable, Sequence
 
 import torch
@@ -36,10 +35,16 @@ def build_vocab(
     made of known characters. Frequency-sorted, ties broken by the character itself, so the
     result is deterministic.
     """
+    # Count characters after the very normaliser the tokenizer applies at encode time
+    # (lower-casing, accent stripping; no NFKC): a vocabulary built from NFKC text had "," but
+    # the tokenizer sees "，", so full-width punctuation became [UNK].
+    from tokenizers.normalizers import BertNormalizer
+
+    normalize = BertNormalizer(lowercase=True).normalize_str
     counts: collections.Counter[str] = collections.Counter()
     cont: collections.Counter[str] = collections.Counter()
     for text in texts:
-        text = unicodedata.normalize("NFKC", text).lower()
+        text = normalize(text)
         prev_word = False
         for ch in text:
             if ch.isspace():
@@ -105,3 +110,47 @@ def new_model(
     torch.manual_seed(seed)
     model = SimBertModel(backbone, config, with_pooler=True, with_lm_head=True)
     return model.eval(), tokenizer
+
+
+def extend_vocab(
+    model: SimBertModel, tokenizer: Tokenizer, texts: Iterable[str], min_freq: int = 1
+) -> tuple[SimBertModel, Tokenizer, list[str]]:
+    """Add the characters of ``texts`` that ``tokenizer`` maps to [UNK] (seen ``min_freq`` times).
+
+    Old ids keep their meaning; each new token starts as a copy of [UNK]'s embedding and LM-head
+    bias, so a text whose unknown pieces are single characters (CJK, punctuation) encodes exactly
+    as before until training moves the new rows apart. (A Latin word the old vocabulary could not
+    spell was one [UNK]; WordPiece now spells it out.) Returns the model (resized in place), the
+    new tokenizer and the added tokens.
+
+    >>> model, tok, added = extend_vocab(model, tok, ["问：花呗？"])   # doctest: +SKIP
+    >>> added                                                          # ['：', '？']
+    """
+    if tokenizer.pre_tokenize != "none":
+        raise InputError("extend_vocab supports character-level models only; this tokenizer uses "
+                         f"pre_tokenize={tokenizer.pre_tokenize!r}")
+    unk = tokenizer.unk_token_id
+    if unk is None:
+        raise InputError("extend_vocab needs a tokenizer with an [UNK] token")
+    old = sorted(tokenizer.hf.get_vocab().items(), key=lambda kv: kv[1])
+    if [i for _, i in old] != list(range(len(old))):
+        raise InputError("extend_vocab needs a vocabulary with contiguous ids 0..n-1")
+    known = {t for t, _ in old}
+    added = [t for t in build_vocab(texts, min_freq=min_freq)[len(SPECIAL_TOKENS):] if t not in known]
+    if not added:
+        return model, tokenizer, []
+    new_tok = Tokenizer.from_vocab([t for t, _ in old] + added)
+    n_old, n_new = len(old), len(old) + len(added)
+    emb = model.backbone.embeddings.word_embeddings
+    grown = torch.nn.Embedding(n_new, emb.embedding_dim, padding_idx=emb.padding_idx,
+                               dtype=emb.weight.dtype, device=emb.weight.device)
+    with torch.no_grad():
+        grown.weight[:n_old] = emb.weight
+        grown.weight[n_old:] = emb.weight[unk]
+    model.backbone.embeddings.word_embeddings = grown
+    if model.lm_head is not None:
+        bias = model.lm_head.bias.detach()
+        model.lm_head.bias = torch.nn.Parameter(torch.cat([bias, bias[unk].expand(len(added))]))
+    model.config.vocab_size = n_new
+    model.backbone.config.vocab_size = n_new
+    return model, new_tok, added
