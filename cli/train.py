@@ -40,20 +40,29 @@ def _common(
     resume: Path | None,
     overwrite: bool,
     teacher: str | None,
+    extend: bool = False,
     **cfg,
 ) -> None:
     from simkit.encoder import Encoder
+    from simkit.errors import InputError
     from simkit.models.checkpoint import ModelInfo, load_model
-    from simkit.models.factory import build_vocab, new_model
+    from simkit.models.factory import build_vocab, extend_vocab, new_model
     from simkit.train.data import load_training_files
     from simkit.train.trainer import TrainConfig, Trainer
 
     positives, labelled = load_training_files(data, graded_threshold=graded_threshold)
+    texts = [t for a, b in positives for t in (a, b)] + [t for p in labelled for t in (p.a, p.b)]
+    if extend and not init:
+        raise InputError("--extend-vocab grows the vocabulary of an --init model; from scratch the "
+                         "vocabulary is built from the training text anyway")
     if init:
         model, tok, info = load_model(init)
         info.max_seq_length = max_seq_length
+        if extend:
+            model, tok, added = extend_vocab(model, tok, texts, min_freq=vocab_min_freq)
+            log.info("--extend-vocab: added %d tokens that %s maps to [UNK]: %s", len(added), init,
+                     " ".join(added[:30]) + (" …" if len(added) > 30 else ""))
     else:
-        texts = [t for a, b in positives for t in (a, b)] + [t for p in labelled for t in (p.a, p.b)]
         vocab = build_vocab(texts, min_freq=vocab_min_freq)
         model, tok = new_model(backbone, vocab, seed=cfg["seed"], hidden_size=hidden_size,
                                num_layers=num_layers, num_heads=num_heads,
@@ -99,13 +108,17 @@ def _options(objective: str):
         hidden_size: int = typer.Option(256, "--hidden-size", help="From scratch: hidden size."),
         num_layers: int = typer.Option(4, "--num-layers", help="From scratch: transformer layers."),
         num_heads: int | None = typer.Option(None, "--num-heads", help="From scratch: heads (default hidden/64)."),
-        vocab_min_freq: int = typer.Option(1, "--vocab-min-freq", help="From scratch: keep characters seen this often."),
+        vocab_min_freq: int = typer.Option(1, "--vocab-min-freq", help="Vocabulary: keep characters seen this often."),
+        extend: bool = typer.Option(False, "--extend-vocab", help="With --init: add the training text's characters "
+                                    "that the model maps to [UNK] (each starts as a copy of [UNK])."),
         max_seq_length: int = typer.Option(64, "--max-seq-length"),
         valid: list[Path] = typer.Option([], "--valid", help="Valid pair file(s); evaluated each epoch, best model kept."),
         graded_threshold: float = typer.Option(4.0, "--graded-threshold", help="Graded labels: positives are >= this."),
         batch_size: int = typer.Option(32, "--batch-size", "-b", help="Pairs per step."),
         cosent_batch_size: int = typer.Option(64, "--cosent-batch-size"),
         cosent_weight: float = typer.Option(0.0, "--cosent-weight", help="simbert: add CoSENT on labelled pairs with this weight."),
+        cosent_scope: str = typer.Option("file", "--cosent-scope", help="CoSENT ranks pairs of the same input "
+                                         "file only (file), or all pairs of a batch (batch: labels must share one scale)."),
         epochs: int = typer.Option(1, "--epochs"),
         max_steps: int | None = typer.Option(None, "--max-steps"),
         time_budget: float | None = typer.Option(None, "--time-budget", help="Seconds; stop and save when exceeded."),
@@ -121,9 +134,9 @@ def _options(objective: str):
         overwrite: bool = typer.Option(False, "--overwrite"),
     ) -> None:
         _common(data, output, init, backbone, hidden_size, num_layers, num_heads, max_seq_length,
-                vocab_min_freq, valid, graded_threshold, resume, overwrite, teacher,
+                vocab_min_freq, valid, graded_threshold, resume, overwrite, teacher, extend=extend,
                 objective=objective, batch_size=batch_size, cosent_batch_size=cosent_batch_size,
-                cosent_weight=cosent_weight, epochs=epochs, max_steps=max_steps, time_budget=time_budget,
+                cosent_weight=cosent_weight, cosent_scope=cosent_scope, epochs=epochs, max_steps=max_steps, time_budget=time_budget,
                 lr=lr, warmup_ratio=warmup_ratio, mask_prob=mask_prob, distill_weight=distill_weight,
                 seed=seed, bf16=bf16, checkpoint_every=checkpoint_every)
 

@@ -131,3 +131,47 @@ def test_cli_cosent(pair_file, tiny_roformer_dir, tmp_path):
     res = CliRunner().invoke(app, ["-q", "train", "cosent", str(pair_file), "--init", str(tiny_roformer_dir),
                                    "-o", str(tmp_path / "run"), "--max-steps", "2"])
     assert res.exit_code == 0, res.output
+
+
+def test_cosent_groups_rank_only_within_a_group():
+    # A 0-5 graded pair and a 0/1 pair: across files the labels do not share a scale.
+    cos = torch.tensor([0.9, 0.1])
+    labels = torch.tensor([1.0, 3.0])
+    assert cosent_loss(cos, labels) > 1.0                                 # ranked against each other
+    assert cosent_loss(cos, labels, groups=torch.tensor([0, 1])) == 0.0  # log(1 + empty sum)
+    same = cosent_loss(cos, labels, groups=torch.tensor([4, 4]))
+    torch.testing.assert_close(same, cosent_loss(cos, labels))
+
+
+def test_training_files_remember_their_source(pair_file, tmp_path):
+    graded = tmp_path / "sts.tsv"
+    graded.write_text("甲\t乙\t5\n丙\t丁\t0\n", encoding="utf-8")
+    _, lab = load_training_files([pair_file, graded])
+    assert [p.source for p in lab] == [0] * 8 + [1, 1]
+
+
+def test_cosent_scope_file_needs_two_labels_within_one_file(tiny_bert_dir, tmp_path):
+    ones, zeros = tmp_path / "ones.tsv", tmp_path / "zeros.tsv"
+    ones.write_text("花呗怎么还款\t怎么还花呗\t1\n", encoding="utf-8")
+    zeros.write_text("花呗怎么还款\t明天会下雨吗\t0\n", encoding="utf-8")
+    model, tok, info = load_model(tiny_bert_dir)
+    _, lab = load_training_files([ones, zeros])
+    with pytest.raises(InputError, match="within any one file"):
+        Trainer(model, tok, info, TrainConfig(objective="cosent"), (), lab, device="cpu")
+    Trainer(model, tok, info, TrainConfig(objective="cosent", cosent_scope="batch"), (), lab, device="cpu")
+    with pytest.raises(InputError, match="cosent_scope 'task'; expected one of: file, batch"):
+        Trainer(model, tok, info, TrainConfig(objective="cosent", cosent_scope="task"), (), lab, device="cpu")
+
+
+def test_cli_extend_vocab(tiny_roformer_dir, tmp_path):
+    p = tmp_path / "pairs.tsv"
+    p.write_text("花呗怎么还款？\t怎么还花呗？\t1\n借呗（可以）提前还款吗\t借呗能提前还吗\t1\n", encoding="utf-8")
+    res = CliRunner().invoke(app, ["-q", "train", "simbert", str(p), "--init", str(tiny_roformer_dir),
+                                   "-o", str(tmp_path / "run"), "--max-steps", "1", "--extend-vocab"])
+    assert res.exit_code == 0, res.output
+    _, tok, _ = load_model(json.loads(res.stdout)["model"])
+    ids = tok.tokenize_ids(["还款？（可以）"])[0]
+    assert tok.unk_token_id not in ids
+    res = CliRunner().invoke(app, ["-q", "train", "simbert", str(p), "-o", str(tmp_path / "scratch"),
+                                   "--extend-vocab"])
+    assert res.exit_code == 1 and "--init" in res.output

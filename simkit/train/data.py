@@ -29,6 +29,7 @@ class LabelledPair:
     a: str
     b: str
     label: float
+    source: int = 0  # which input file: CoSENT ranks labels only within one file's scale
 
 
 def read_pairs(path: str | Path) -> list[LabelledPair]:
@@ -96,12 +97,12 @@ def load_training_files(
     """
     positives: list[tuple[str, str]] = []
     labelled: list[LabelledPair] = []
-    for f in files:
+    for source, f in enumerate(files):
         if str(f).endswith(".jsonl"):
             positives += group_pairs(read_groups(f))
             continue
         pairs = read_pairs(f)
         graded = max(p.label for p in pairs) > 1
         positives += positive_pairs(pairs, graded_threshold if graded else threshold)
-        labelled += pairs
+        labelled += [dataclasses.replace(p, source=source) for p in pairs]
     return positives, labelled

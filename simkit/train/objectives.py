@@ -40,10 +40,17 @@ def contrastive_loss(vectors: torch.Tensor, scale: float = CONTRASTIVE_SCALE) ->
     return F.cross_entropy(sim, labels)
 
 
-def cosent_loss(cos: torch.Tensor, labels: torch.Tensor, lam: float = COSENT_LAMBDA) -> torch.Tensor:
-    """CoSENT: ``log(1 + sum_{label_i > label_j} exp(lam * (cos_j - cos_i)))``."""
+def cosent_loss(cos: torch.Tensor, labels: torch.Tensor, lam: float = COSENT_LAMBDA,
+                groups: torch.Tensor | None = None) -> torch.Tensor:
+    """CoSENT: ``log(1 + sum_{label_i > label_j} exp(lam * (cos_j - cos_i)))``.
+
+    With ``groups``, only pairs of the same group are ranked against each other: labels of
+    different files need not share a scale (STS-B's 0-5 against ATEC's 0/1).
+    """
     diff = (cos[None, :] - cos[:, None]) * lam  # [i, j] = lam * (cos_j - cos_i)
     valid = labels[:, None] > labels[None, :]
+    if groups is not None:
+        valid &= groups[:, None] == groups[None, :]
     diff = diff[valid]
     return torch.logsumexp(torch.cat([diff.new_zeros(1), diff]), dim=0)
 

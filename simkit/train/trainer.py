@@ -36,6 +36,7 @@ from .objectives import cosent_loss, distill_loss, sentence_vectors, simbert_los
 
 log = logging.getLogger(__name__)
 Objective = Literal["simbert", "cosent"]
+CosentScope = Literal["file", "batch"]
 
 
 class TrainingError(SimkitError):
@@ -48,6 +49,9 @@ class TrainConfig:
     batch_size: int = 32            # pairs per step (SimBERT puts 2 rows per pair)
     cosent_batch_size: int = 64     # labelled pairs per step for the CoSENT loss
     cosent_weight: float = 0.0      # simbert objective: weight of an extra CoSENT loss
+    # "file": rank only pairs of the same input file (labels of different files need not share
+    # a scale); "batch": every pair of the batch, as simkit did before (stages 1-5 of the default)
+    cosent_scope: CosentScope = "file"
     epochs: int = 1
     max_steps: int | None = None
     time_budget: float | None = None  # seconds; stop (and save) when exceeded
@@ -111,6 +115,7 @@ class Trainer:
         device: str | None = None,
     ):
         check_choice("objective", config.objective, ("simbert", "cosent"))
+        check_choice("cosent_scope", config.cosent_scope, ("file", "batch"))
         self.model, self.tokenizer, self.info, self.config = model, tokenizer, info, config
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.positives, self.labelled = list(positives), list(labelled)
@@ -123,8 +128,14 @@ class Trainer:
                 raise InputError("the simbert objective needs a model with a pooler and an LM head")
         if (config.objective == "cosent" or config.cosent_weight > 0) and len(self.labelled) < 2:
             raise InputError("the CoSENT loss needs labelled pairs; the training data has fewer than 2")
-        if config.objective == "cosent" and len({p.label for p in self.labelled}) < 2:
-            raise InputError("the CoSENT loss needs at least two different labels; all labels are equal")
+        if config.objective == "cosent":
+            labels: dict[int, set[float]] = {}
+            for p in self.labelled:
+                labels.setdefault(p.source if config.cosent_scope == "file" else 0, set()).add(p.label)
+            if all(len(v) < 2 for v in labels.values()):
+                where = "within any one file" if config.cosent_scope == "file" else "in the data"
+                raise InputError(f"the CoSENT loss needs at least two different labels {where}; "
+                                 "all labels are equal")
         if config.distill_weight > 0 and teacher is None:
             raise InputError("distill_weight > 0 needs a teacher model")
         texts = {t for a, b in self.positives for t in (a, b)} | {t for p in self.labelled for t in (p.a, p.b)}
@@ -185,7 +196,9 @@ class Trainer:
         vb = sentence_vectors(self.model, **_ids_mask(self._singles([p.b for p in pairs])))
         cos = torch.nn.functional.cosine_similarity(va.float(), vb.float(), dim=-1)
         labels = torch.tensor([p.label for p in pairs], device=cos.device)
-        return cosent_loss(cos, labels)
+        groups = (torch.tensor([p.source for p in pairs], device=cos.device)
+                  if self.config.cosent_scope == "file" else None)
+        return cosent_loss(cos, labels, groups=groups)
 
     def _losses(self) -> tuple[dict[str, torch.Tensor], bool]:
         cfg = self.config
