@@ -151,6 +151,5 @@ def extend_vocab(
     if model.lm_head is not None:
         bias = model.lm_head.bias.detach()
         model.lm_head.bias = torch.nn.Parameter(torch.cat([bias, bias[unk].expand(len(added))]))
-    model.config.vocab_size = n_new
-    model.backbone.config.vocab_size = n_new
+    model.config.vocab_size = n_new  # the backbone shares this config object
     return model, new_tok, added

@@ -20,7 +20,7 @@ import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -115,7 +115,7 @@ class Trainer:
         device: str | None = None,
     ):
         check_choice("objective", config.objective, ("simbert", "cosent"))
-        check_choice("cosent_scope", config.cosent_scope, ("file", "batch"))
+        check_choice("cosent_scope", config.cosent_scope, get_args(CosentScope))
         self.model, self.tokenizer, self.info, self.config = model, tokenizer, info, config
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.positives, self.labelled = list(positives), list(labelled)
@@ -133,9 +133,11 @@ class Trainer:
             for p in self.labelled:
                 labels.setdefault(p.source if config.cosent_scope == "file" else 0, set()).add(p.label)
             if all(len(v) < 2 for v in labels.values()):
-                where = "within any one file" if config.cosent_scope == "file" else "in the data"
-                raise InputError(f"the CoSENT loss needs at least two different labels {where}; "
-                                 "all labels are equal")
+                if config.cosent_scope == "file":
+                    raise InputError("the CoSENT loss needs at least two different labels within any one "
+                                     "file; each file's labels are all equal (--cosent-scope batch ranks "
+                                     "across files, if their labels share one scale)")
+                raise InputError("the CoSENT loss needs at least two different labels; all labels are equal")
         if config.distill_weight > 0 and teacher is None:
             raise InputError("distill_weight > 0 needs a teacher model")
         texts = {t for a, b in self.positives for t in (a, b)} | {t for p in self.labelled for t in (p.a, p.b)}
