@@ -16,13 +16,19 @@ def register(app: typer.Typer) -> None:
     app.command("paraphrase", help=HELP)(handle_errors(paraphrase))
 
 
-HELP = """Generate similar sentences: sample N, drop duplicates and the source, rerank by cosine
-of the model's own sentence vectors, keep the best K (SimBERT's gen_synonyms).
+HELP = """Generate similar sentences: sample N, drop duplicates and the source, rerank, keep the
+best K (SimBERT's gen_synonyms).
 
-One JSON line per source on stdout: {"source": ..., "candidates": [{"text", "score"}, ...]}.
+--rerank cosine (SimBERT's) ranks by the cosine of the model's own sentence vectors to the
+source; --rerank likelihood ranks by loglik, the mean of log P(candidate | source) and
+log P(source | candidate) under the seq2seq head (nats per token): fluent candidates that
+still let the source be recovered. --min-score drops candidates whose score is lower.
+
+One JSON line per source on stdout:
+{"source": ..., "candidates": [{"text", "score", "cosine", "loglik"}, ...]}.
 Give TEXT, or --input FILE (.txt: a line a text; .jsonl/.tsv/.csv: --text-field).
 
-Example:  simkit paraphrase "花呗怎么还款" -n 50 -k 10 --seed 0
+Example:  simkit paraphrase "花呗怎么还款" -n 50 -k 10 --seed 0 --rerank likelihood
 """
 
 
@@ -39,13 +45,22 @@ def paraphrase(
     seed: int | None = typer.Option(None, "--seed", help="Random seed (same seed, same output)."),
     no_repeat: int = typer.Option(0, "--no-repeat-ngram-size",
                                   help="Forbid any N-gram twice in one candidate (2 stops loops like 还款怎么还款); 0 = off."),
+    erp: float = typer.Option(1.0, "--encoder-repetition-penalty",
+                              help="> 1 favours the source's tokens while sampling (Hugging Face's knob); 1 = off."),
+    rerank: str = typer.Option("cosine", "--rerank", help="Rank candidates by: cosine or likelihood."),
+    min_score: float | None = typer.Option(None, "--min-score",
+                                           help="Keep only candidates scoring at least this (cosine, or loglik in nats/token)."),
     fmt: str = typer.Option("auto", "--format", help="Input format: auto, txt, jsonl, tsv or csv."),
     text_field: str | None = typer.Option(None, "--text-field", help="JSON field / CSV column of the text."),
     threads: int | None = typer.Option(None, "--threads", help="torch intra-op threads."),
 ) -> None:
-    from simkit.corpus import read_corpus
-    from simkit.generate import Paraphraser
+    from typing import get_args
 
+    from simkit.corpus import read_corpus
+    from simkit.generate import Paraphraser, Rerank
+
+    if rerank not in get_args(Rerank):
+        raise InputError(f"--rerank {rerank!r}; expected one of {', '.join(get_args(Rerank))}")
     if (text is None) == (input is None):
         raise InputError("give either TEXT or --input FILE (exactly one)")
     if text is not None:
@@ -66,7 +81,8 @@ def paraphrase(
             warnings.simplefilter("ignore")  # counted below instead
             cands = para.similar(src, n=n, k=k or n, top_k=top_k, top_p=top_p,
                                  temperature=temperature, max_length=max_length,
-                                 seed=None if seed is None else seed + i, no_repeat_ngram_size=no_repeat)
+                                 seed=None if seed is None else seed + i, no_repeat_ngram_size=no_repeat,
+                                 encoder_repetition_penalty=erp, rerank=rerank, min_score=min_score)
         truncated += para.last_generate_info_.get("truncated", 0)
         echo_json({"source": src, "candidates": cands}, pretty=False)
     if truncated:

@@ -10,7 +10,7 @@ past length for the whole batch, which is wrong for right-padded sources of uneq
 
 >>> p = Paraphraser("path/to/simbert")                         # doctest: +SKIP
 >>> p.generate(["今天天气不错"], n=4, top_p=0.95, seed=0)       # [[4 strings]]
->>> p.similar("今天天气不错", n=100, k=20)                     # [{"text", "score"} x <= 20]
+>>> p.similar("今天天气不错", n=100, k=20)                     # [{"text", "score", ...} x <= 20]
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import logging
 import os
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -27,88 +27,22 @@ import torch.nn.functional as F
 
 from .encoder import Encoder
 from .errors import InputError
+from .likelihood import log_likelihood
 from .models.checkpoint import ModelInfo
 from .models.simbert import SimBertModel
+from .sampling import (
+    NgramBlocker,
+    SamplingConfig,
+    favour_tokens,
+    pick_tokens,
+    source_token_mask,
+    special_ids,
+)
 from .tokenization import Tokenizer
 
 logger = logging.getLogger(__name__)
 
-
-@dataclass
-class SamplingConfig:
-    """How the next token is chosen. ``temperature=0`` (or ``top_k=1``) is greedy;
-    ``no_repeat_ngram_size=n`` (> 0) forbids any n-gram twice in one output, as in
-    Hugging Face's ``generate`` (small models loop: 还款怎么还款)."""
-
-    top_k: int | None = None
-    top_p: float | None = None
-    temperature: float = 1.0
-    no_repeat_ngram_size: int = 0
-
-    def check(self) -> None:
-        n = self.no_repeat_ngram_size
-        if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 0:
-            raise InputError(f"no_repeat_ngram_size={n!r}; expected an integer >= 0 (0 = off)")
-        if self.top_k is not None and (not isinstance(self.top_k, int) or self.top_k < 1):
-            raise InputError(f"top_k={self.top_k!r}; expected None or an integer >= 1")
-        if self.top_p is not None and not 0.0 < float(self.top_p) <= 1.0:
-            raise InputError(f"top_p={self.top_p!r}; expected None or a number in (0, 1]")
-        if not float(self.temperature) >= 0.0:
-            raise InputError(f"temperature={self.temperature!r}; expected a number >= 0 (0 = greedy)")
-
-    @property
-    def greedy(self) -> bool:
-        return self.temperature == 0 or self.top_k == 1
-
-
-def pick_tokens(
-    logits: torch.Tensor, cfg: SamplingConfig, generator: torch.Generator | None
-) -> torch.Tensor:
-    """Next token per row from logits (rows, V) float32: greedy, or top-k / top-p sampling."""
-    if cfg.greedy:
-        return logits.argmax(-1)
-    logits = logits / float(cfg.temperature)
-    if cfg.top_k is not None and cfg.top_k < logits.shape[-1]:
-        kth = torch.topk(logits, cfg.top_k, dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if cfg.top_p is not None and cfg.top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
-        probs = sorted_logits.softmax(-1)
-        # Drop a token when the tokens ranked above it already hold top_p of the mass;
-        # the first token is always kept.
-        drop = (probs.cumsum(-1) - probs) > cfg.top_p
-        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
-        logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
-    probs = logits.softmax(-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
-
-
-class NgramBlocker:
-    """Tracks the tokens generated per row and masks those that would repeat an n-gram.
-
-    Only the generated part counts: copying n-grams of the source is what a paraphrase does.
-    """
-
-    def __init__(self, size: int, rows: int):
-        self.size = size
-        self.history: list[list[int]] = [[] for _ in range(rows)]
-        self.seen: list[dict[tuple, set]] = [{} for _ in range(rows)]
-
-    def apply(self, logits: torch.Tensor, rows: list[int]) -> None:
-        """Set -inf (in place) where ``logits[i]`` (of original row ``rows[i]``) would repeat."""
-        for i, r in enumerate(rows):
-            h = self.history[r]
-            if len(h) >= self.size - 1:
-                ban = self.seen[r].get(tuple(h[len(h) - self.size + 1 :]))
-                if ban:
-                    logits[i, list(ban)] = float("-inf")
-
-    def push(self, rows: list[int], tokens: list[int]) -> None:
-        for r, t in zip(rows, tokens):
-            h = self.history[r]
-            h.append(t)
-            if len(h) >= self.size:
-                self.seen[r].setdefault(tuple(h[len(h) - self.size : -1]), set()).add(t)
+Rerank = Literal["cosine", "likelihood"]
 
 
 class CachedUniLM:
@@ -299,6 +233,9 @@ class Paraphraser:
         ids = {tok.pad_token_id, tok.cls_token_id, tok.mask_token_id, tok.unk_token_id}
         return torch.tensor(sorted(i for i in ids if i is not None), dtype=torch.long)
 
+    def _special(self) -> list[int]:
+        return special_ids(self.tokenizer)
+
     # -- generation ----------------------------------------------------------------------
     def generate_ids(
         self,
@@ -311,9 +248,11 @@ class Paraphraser:
         seed: int | None = None,
         mask_idxs: Sequence[int] | None = None,
         no_repeat_ngram_size: int = 0,
+        encoder_repetition_penalty: float = 1.0,
     ) -> list[list[list[int]]]:
         """Token ids (no [SEP]) of n samples per text: ``out[i][s]``. See :meth:`generate`."""
-        cfg = SamplingConfig(top_k, top_p, temperature, no_repeat_ngram_size)
+        cfg = SamplingConfig(top_k, top_p, temperature, no_repeat_ngram_size,
+                             encoder_repetition_penalty)
         cfg.check()
         src = self._source_ids(texts, mask_idxs)
         max_new = self._limits(src, max_length, n)
@@ -330,6 +269,10 @@ class Paraphraser:
         rows = B * n
         out = torch.full((rows, max_new), sep, dtype=torch.long)
         blocker = NgramBlocker(cfg.no_repeat_ngram_size, rows) if cfg.no_repeat_ngram_size else None
+        favour = None
+        if cfg.encoder_repetition_penalty != 1.0:
+            favour = source_token_mask(src, self.model.word_embeddings.shape[0], self._special())
+            favour = favour.to(dev).repeat_interleave(n, 0)
         with torch.inference_mode():
             dec = CachedUniLM(self.model)
             h = dec.prefill(ids.to(dev), lengths, max_new)
@@ -339,6 +282,8 @@ class Paraphraser:
             alive = torch.arange(rows, device=dev)  # original row of each active row
             for t in range(max_new):
                 logits = self.model.lm_logits(h).float()
+                if favour is not None:
+                    logits = favour_tokens(logits, favour[alive], cfg.encoder_repetition_penalty)
                 logits[:, banned] = float("-inf")
                 if t == 0:
                     logits[:, sep] = float("-inf")  # at least one token (bert4keras minlen=1)
@@ -377,6 +322,7 @@ class Paraphraser:
         seed: int | None = None,
         mask_idxs: Sequence[int] | None = None,
         no_repeat_ngram_size: int = 0,
+        encoder_repetition_penalty: float = 1.0,
     ) -> list[list[str]]:
         """n sampled paraphrases per text: a list (one per text) of n strings.
 
@@ -384,13 +330,21 @@ class Paraphraser:
         greedy); ``max_length`` caps the generated tokens (default: the model's
         max_seq_length); ``mask_idxs`` replaces those token positions of every source
         (0 = first token after [CLS]) by [MASK] first, as RoFormer-Sim allows;
-        ``no_repeat_ngram_size`` forbids repeated n-grams in an output. The same inputs and
-        ``seed`` give the same outputs.
+        ``no_repeat_ngram_size`` forbids repeated n-grams in an output;
+        ``encoder_repetition_penalty`` > 1 favours the source's tokens (see
+        :class:`SamplingConfig`). The same inputs and ``seed`` give the same outputs.
         """
         texts = [texts] if isinstance(texts, str) else texts
         ids = self.generate_ids(texts, n, top_k, top_p, temperature, max_length, seed, mask_idxs,
-                                no_repeat_ngram_size)
+                                no_repeat_ngram_size, encoder_repetition_penalty)
         return [[self.tokenizer.decode(x) for x in samples] for samples in ids]
+
+    def log_likelihood(self, sources: Sequence[str], targets: Sequence[str],
+                       batch_size: int = 32) -> np.ndarray:
+        """Mean log P(target | source) per token under the seq2seq head: (n_pairs,) float32.
+        See :func:`simkit.likelihood.log_likelihood`."""
+        return log_likelihood(self.model, self.tokenizer, sources, targets, self.max_seq_length,
+                              batch_size)
 
     def similar(
         self,
@@ -405,11 +359,18 @@ class Paraphraser:
         mask_idxs: Sequence[int] | None = None,
         batch_size: int = 64,
         no_repeat_ngram_size: int = 0,
+        encoder_repetition_penalty: float = 1.0,
+        rerank: Rerank = "cosine",
+        min_score: float | None = None,
     ) -> list[dict]:
         """SimBERT's ``gen_synonyms``: sample n, drop duplicates and the source, keep the k
-        closest to the source by cosine of the model's own sentence vectors.
+        best (at most; those with ``score >= min_score`` if given).
 
-        Returns ``[{"text": str, "score": float}, ...]`` best first (at most k).
+        ``rerank='cosine'`` (SimBERT's) ranks by the cosine of the model's own sentence
+        vectors to the source; ``'likelihood'`` by ``loglik``, the mean of the seq2seq
+        log-likelihoods P(candidate | source) and P(source | candidate) (nats per token, see
+        :mod:`simkit.likelihood`): fluent candidates that keep the source recoverable.
+        Returns ``[{"text", "score", "cosine", "loglik"}, ...]`` best first.
         """
         if not isinstance(text, str):
             raise InputError(f"similar() takes one text (str); got {type(text).__name__}")
@@ -417,8 +378,10 @@ class Paraphraser:
             raise InputError(f"n={n!r}; expected an integer >= 1 (candidates to sample)")
         if not isinstance(k, (int, np.integer)) or k < 1:
             raise InputError(f"k={k!r}; expected an integer >= 1 (candidates to keep)")
+        if rerank not in get_args(Rerank):
+            raise InputError(f"rerank={rerank!r}; expected one of {', '.join(get_args(Rerank))}")
         cands = self.generate([text], n, top_k, top_p, temperature, max_length, seed, mask_idxs,
-                              no_repeat_ngram_size)[0]
+                              no_repeat_ngram_size, encoder_repetition_penalty)[0]
         src_ids, _ = self.tokenizer.encode_batch([text], self.max_seq_length)
         drop = {text, self.tokenizer.decode(src_ids[0]), ""}
         unique = [c for c in dict.fromkeys(cands) if c not in drop]
@@ -428,9 +391,15 @@ class Paraphraser:
             warnings.simplefilter("ignore")  # truncation of the source was already reported
             vecs = self.encoder.encode([text, *unique], batch_size=batch_size,
                                        show_progress_bar=False, normalize_embeddings=True)
-        scores = vecs[1:] @ vecs[0]
-        order = np.argsort(-scores, kind="stable")[:k]
-        return [{"text": unique[i], "score": float(scores[i])} for i in order]
+        cosine = vecs[1:] @ vecs[0]
+        fwd = self.log_likelihood([text] * len(unique), unique, batch_size)
+        bwd = self.log_likelihood(unique, [text] * len(unique), batch_size)
+        loglik = (fwd + bwd) / 2
+        score = cosine if rerank == "cosine" else loglik
+        order = [i for i in np.argsort(-score, kind="stable")
+                 if min_score is None or score[i] >= min_score][:k]
+        return [{"text": unique[i], "score": float(score[i]), "cosine": float(cosine[i]),
+                 "loglik": float(loglik[i])} for i in order]
 
 
 def generate_uncached(
@@ -451,6 +420,7 @@ def generate_uncached(
     banned = [i for i in (tokenizer.pad_token_id, tokenizer.cls_token_id,
                           tokenizer.mask_token_id, tokenizer.unk_token_id) if i is not None]
     blocker = NgramBlocker(cfg.no_repeat_ngram_size, 1) if cfg.no_repeat_ngram_size else None
+    favour = source_token_mask([source_ids], model.word_embeddings.shape[0], special_ids(tokenizer))
     out: list[int] = []
     with torch.inference_mode():
         for t in range(max_length):
@@ -458,6 +428,8 @@ def generate_uncached(
             types = torch.tensor([[0] * len(source_ids) + [1] * len(out)])
             hs = model(ids, torch.ones_like(ids), types, unilm=True, output_hidden_states=False)
             logits = model.lm_logits(hs.last_hidden_state[:, -1]).float()
+            if cfg.encoder_repetition_penalty != 1.0:
+                logits = favour_tokens(logits, favour, cfg.encoder_repetition_penalty)
             logits[:, banned] = float("-inf")
             if t == 0:
                 logits[:, sep] = float("-inf")

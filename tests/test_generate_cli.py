@@ -21,7 +21,7 @@ def test_paraphrase_text_and_file(tiny_bert_dir, tmp_path):
     assert r.exit_code == 0, r.output
     rec = json.loads(r.stdout.strip())
     assert rec["source"] == "花呗怎么还款" and 1 <= len(rec["candidates"]) <= 3
-    assert {"text", "score"} == set(rec["candidates"][0])
+    assert {"text", "score", "cosine", "loglik"} == set(rec["candidates"][0])
     again = _run("paraphrase", "花呗怎么还款", "-n", 8, "-k", 3, "--model", tiny_bert_dir,
                  "--seed", 1, "--max-length", 6)
     assert again.stdout == r.stdout
