@@ -26,8 +26,9 @@ class SamplingConfig:
     ``no_repeat_ngram_size=n`` (> 0) forbids any n-gram twice in one output, as in
     Hugging Face's ``generate`` (small models loop: 还款怎么还款);
     ``encoder_repetition_penalty=p`` (> 1) favours tokens of the source, as Hugging Face's
-    processor of that name does: a small model that drifts off topic (挂失 -> 开通) keeps
-    the source's words instead. 1.0 = off; < 1 pushes away from the source."""
+    processor of that name does, against drift off topic (挂失 -> 开通); on the small default
+    model 1.5 and up made outputs repeat source characters without stopping, so it is off
+    there. 1.0 = off; < 1 pushes away from the source."""
 
     top_k: int | None = None
     top_p: float | None = None
