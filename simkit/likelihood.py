@@ -37,6 +37,9 @@ def log_likelihood(
     Each side is truncated to ``max_seq_length - 2`` tokens, as generation truncates its
     source. Values are <= 0; higher is likelier.
     """
+    for name, texts in (("sources", sources), ("targets", targets)):
+        if isinstance(texts, str) or not isinstance(texts, Sequence):
+            raise InputError(f"{name} must be a list of str (use [text] for one text); got {texts!r}")
     if len(sources) != len(targets):
         raise InputError(f"{len(sources)} sources but {len(targets)} targets; expected as many of each")
     if not isinstance(batch_size, int) or batch_size < 1:

@@ -58,6 +58,8 @@ def test_log_likelihood_bad_input(para):
         para.log_likelihood(SOURCES[:2], TARGETS[:1])
     with pytest.raises(InputError, match="batch_size=0"):
         para.log_likelihood(SOURCES, TARGETS, batch_size=0)
+    with pytest.raises(InputError, match="sources must be a list of str"):
+        para.log_likelihood("花呗", ["花呗"])
     with pytest.raises(InputError, match="target 0"):
         log_likelihood(para.model, para.tokenizer, ["花呗"], ["   "], 32)
 
