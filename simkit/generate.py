@@ -33,6 +33,7 @@ from .models.simbert import SimBertModel
 from .sampling import (
     NgramBlocker,
     SamplingConfig,
+    banned_ids,
     favour_tokens,
     pick_tokens,
     source_token_mask,
@@ -228,14 +229,6 @@ class Paraphraser:
             )
         return int(max_length)
 
-    def _banned(self) -> torch.Tensor:
-        tok = self.tokenizer
-        ids = {tok.pad_token_id, tok.cls_token_id, tok.mask_token_id, tok.unk_token_id}
-        return torch.tensor(sorted(i for i in ids if i is not None), dtype=torch.long)
-
-    def _special(self) -> list[int]:
-        return special_ids(self.tokenizer)
-
     # -- generation ----------------------------------------------------------------------
     def generate_ids(
         self,
@@ -265,13 +258,13 @@ class Paraphraser:
             ids[i, : len(x)] = torch.tensor(x)
         lengths = torch.tensor([len(x) for x in src], dtype=torch.long, device=dev)
         sep = self.tokenizer.sep_token_id
-        banned = self._banned().to(dev)
+        banned = torch.tensor(banned_ids(self.tokenizer), dtype=torch.long, device=dev)
         rows = B * n
         out = torch.full((rows, max_new), sep, dtype=torch.long)
         blocker = NgramBlocker(cfg.no_repeat_ngram_size, rows) if cfg.no_repeat_ngram_size else None
         favour = None
         if cfg.encoder_repetition_penalty != 1.0:
-            favour = source_token_mask(src, self.model.word_embeddings.shape[0], self._special())
+            favour = source_token_mask(src, self.model.word_embeddings.shape[0], special_ids(self.tokenizer))
             favour = favour.to(dev).repeat_interleave(n, 0)
         with torch.inference_mode():
             dec = CachedUniLM(self.model)
@@ -417,10 +410,11 @@ def generate_uncached(
     """
     cfg = cfg or SamplingConfig(temperature=0)
     sep = tokenizer.sep_token_id
-    banned = [i for i in (tokenizer.pad_token_id, tokenizer.cls_token_id,
-                          tokenizer.mask_token_id, tokenizer.unk_token_id) if i is not None]
+    banned = banned_ids(tokenizer)
     blocker = NgramBlocker(cfg.no_repeat_ngram_size, 1) if cfg.no_repeat_ngram_size else None
-    favour = source_token_mask([source_ids], model.word_embeddings.shape[0], special_ids(tokenizer))
+    favour = None
+    if cfg.encoder_repetition_penalty != 1.0:
+        favour = source_token_mask([source_ids], model.word_embeddings.shape[0], special_ids(tokenizer))
     out: list[int] = []
     with torch.inference_mode():
         for t in range(max_length):
@@ -428,7 +422,7 @@ def generate_uncached(
             types = torch.tensor([[0] * len(source_ids) + [1] * len(out)])
             hs = model(ids, torch.ones_like(ids), types, unilm=True, output_hidden_states=False)
             logits = model.lm_logits(hs.last_hidden_state[:, -1]).float()
-            if cfg.encoder_repetition_penalty != 1.0:
+            if favour is not None:
                 logits = favour_tokens(logits, favour, cfg.encoder_repetition_penalty)
             logits[:, banned] = float("-inf")
             if t == 0:

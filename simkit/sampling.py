@@ -84,6 +84,12 @@ def special_ids(tokenizer: Tokenizer) -> list[int]:
     return sorted(i for i in ids if i is not None)
 
 
+def banned_ids(tokenizer: Tokenizer) -> list[int]:
+    """Special ids a decoder must never emit: all of :func:`special_ids` but [SEP], which ends
+    an output."""
+    return [i for i in special_ids(tokenizer) if i != tokenizer.sep_token_id]
+
+
 def source_token_mask(sources: Sequence[Sequence[int]], vocab_size: int,
                       special: Sequence[int]) -> torch.Tensor:
     """(len(sources), vocab_size) bool: which tokens each source contains, special ones excluded
