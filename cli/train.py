@@ -41,12 +41,13 @@ def _common(
     overwrite: bool,
     teacher: str | None,
     extend: bool = False,
+    stack: int | None = None,
     **cfg,
 ) -> None:
     from simkit.encoder import Encoder
     from simkit.errors import InputError
     from simkit.models.checkpoint import ModelInfo, load_model
-    from simkit.models.factory import build_vocab, extend_vocab, new_model
+    from simkit.models.factory import build_vocab, extend_vocab, new_model, stack_layers
     from simkit.train.data import load_training_files
     from simkit.train.trainer import TrainConfig, Trainer
 
@@ -55,6 +56,8 @@ def _common(
     if extend and not init:
         raise InputError("--extend-vocab grows the vocabulary of an --init model; from scratch the "
                          "vocabulary is built from the training text anyway")
+    if stack and not init:
+        raise InputError("--stack-layers deepens an --init model; from scratch use --num-layers")
     if init:
         model, tok, info = load_model(init)
         info.max_seq_length = max_seq_length
@@ -62,6 +65,11 @@ def _common(
             model, tok, added = extend_vocab(model, tok, texts, min_freq=vocab_min_freq)
             log.info("--extend-vocab: added %d tokens that %s maps to [UNK]: %s", len(added), init,
                      " ".join(added[:30]) + (" …" if len(added) > 30 else ""))
+        if stack:
+            n_old = model.config.num_hidden_layers
+            model = stack_layers(model, stack)
+            log.info("--stack-layers: %d layers from %s's %d (layer i starts as layer i %% %d)",
+                     stack, init, n_old, n_old)
     else:
         vocab = build_vocab(texts, min_freq=vocab_min_freq)
         model, tok = new_model(backbone, vocab, seed=cfg["seed"], hidden_size=hidden_size,
@@ -111,6 +119,8 @@ def _options(objective: str):
         vocab_min_freq: int = typer.Option(1, "--vocab-min-freq", help="Vocabulary: keep characters seen this often."),
         extend: bool = typer.Option(False, "--extend-vocab", help="With --init: add the training text's characters "
                                     "that the model maps to [UNK] (each starts as a copy of [UNK])."),
+        stack: int | None = typer.Option(None, "--stack-layers", help="With --init: deepen the model to this "
+                                         "many layers, layer i starting as a copy of layer i mod L (progressive stacking)."),
         max_seq_length: int = typer.Option(64, "--max-seq-length"),
         valid: list[Path] = typer.Option([], "--valid", help="Valid pair file(s); evaluated each epoch, best model kept."),
         graded_threshold: float = typer.Option(4.0, "--graded-threshold", help="Graded labels: positives are >= this."),
@@ -134,7 +144,7 @@ def _options(objective: str):
         overwrite: bool = typer.Option(False, "--overwrite"),
     ) -> None:
         _common(data, output, init, backbone, hidden_size, num_layers, num_heads, max_seq_length,
-                vocab_min_freq, valid, graded_threshold, resume, overwrite, teacher, extend=extend,
+                vocab_min_freq, valid, graded_threshold, resume, overwrite, teacher, extend=extend, stack=stack,
                 objective=objective, batch_size=batch_size, cosent_batch_size=cosent_batch_size,
                 cosent_weight=cosent_weight, cosent_scope=cosent_scope, epochs=epochs, max_steps=max_steps, time_budget=time_budget,
                 lr=lr, warmup_ratio=warmup_ratio, mask_prob=mask_prob, distill_weight=distill_weight,

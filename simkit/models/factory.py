@@ -153,3 +153,39 @@ def extend_vocab(
         model.lm_head.bias = torch.nn.Parameter(torch.cat([bias, bias[unk].expand(len(added))]))
     model.config.vocab_size = n_new  # the backbone shares this config object
     return model, new_tok, added
+
+
+def stack_layers(model: SimBertModel, num_layers: int) -> SimBertModel:
+    """A deeper copy of ``model``: layer i of the new stack starts as layer ``i % L`` of the old.
+
+    Progressive stacking (Gong et al., 2019, "Efficient Training of BERT by Progressively
+    Stacking"): a trained shallow model is a far better start for a deeper one than random
+    weights, since its layers already compute useful (if repeated) attention. Embeddings,
+    pooler and LM head are copied unchanged. The input model is not modified.
+
+    >>> deep = stack_layers(model, 8)              # doctest: +SKIP
+    >>> len(deep.backbone.encoder.layer)           # 8 (from 4: layers 0 1 2 3 0 1 2 3)
+    """
+    import copy
+    import re
+
+    n_old = model.config.num_hidden_layers
+    if num_layers < n_old:
+        raise InputError(f"stack_layers: num_layers={num_layers} is below the model's {n_old} "
+                         "layers; stacking only grows a model")
+    config = copy.deepcopy(model.config)
+    config.num_hidden_layers = num_layers
+    # Built afresh rather than deep-copied, so each layer knows its own index (the KV cache
+    # of generation is addressed by it).
+    deep = SimBertModel(model.backbone_type, config, with_pooler=model.pooler is not None,
+                        with_lm_head=model.lm_head is not None,
+                        pooler_activation=model.pooler.activation if model.pooler else "linear")
+    old = model.state_dict()
+    layer = re.compile(r"^backbone\.encoder\.layer\.(\d+)\.")
+    state = {}
+    for key in deep.state_dict():
+        m = layer.match(key)
+        src = layer.sub(f"backbone.encoder.layer.{int(m.group(1)) % n_old}.", key) if m else key
+        state[key] = old[src].clone()
+    deep.load_state_dict(state)
+    return deep.to(model.dtype).eval()
