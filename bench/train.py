@@ -2,8 +2,9 @@
 
 One random-weight SimBERT-style model built from a config exactly as ``simkit train simbert``
 builds a from-scratch model (``new_model``: RoFormer, linear pooler, tied LM head; by default
-4 layers x 192 hidden x 3 heads like the bundled default model), a character vocabulary of the
-training pairs, dropout 0.1. The pairs are the positives of ``DIR/*/*.valid.data``
+4 layers x 192 hidden x 3 heads, the bundled default model before stage 9 stacked it to 8
+layers: ``--layers 8`` for its present depth), a character vocabulary of the training pairs,
+dropout 0.1. The pairs are the positives of ``DIR/*/*.valid.data``
 (``--data-dir``, senteval_cn layout, positives chosen as ``simkit train`` chooses them) or
 random Chinese-character pairs drawn with a fixed seed.
 
