@@ -56,7 +56,7 @@ def _common(
     if extend and not init:
         raise InputError("--extend-vocab grows the vocabulary of an --init model; from scratch the "
                          "vocabulary is built from the training text anyway")
-    if stack and not init:
+    if stack is not None and not init:
         raise InputError("--stack-layers deepens an --init model; from scratch use --num-layers")
     if init:
         model, tok, info = load_model(init)
@@ -65,7 +65,7 @@ def _common(
             model, tok, added = extend_vocab(model, tok, texts, min_freq=vocab_min_freq)
             log.info("--extend-vocab: added %d tokens that %s maps to [UNK]: %s", len(added), init,
                      " ".join(added[:30]) + (" …" if len(added) > 30 else ""))
-        if stack:
+        if stack is not None:
             n_old = model.config.num_hidden_layers
             model = stack_layers(model, stack)
             log.info("--stack-layers: %d layers from %s's %d (layer i starts as layer i %% %d)",

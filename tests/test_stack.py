@@ -74,3 +74,7 @@ def test_cli_stack_layers(tiny_roformer_dir, tmp_path):
     res = CliRunner().invoke(app, ["-q", "train", "simbert", str(p), "-o", str(tmp_path / "scratch"),
                                    "--stack-layers", "3"])
     assert res.exit_code == 1 and "--init" in res.output
+    # 0 is a value, not "unset": it is refused, not silently ignored
+    res = CliRunner().invoke(app, ["-q", "train", "simbert", str(p), "--init", str(tiny_roformer_dir),
+                                   "-o", str(tmp_path / "zero"), "--stack-layers", "0"])
+    assert res.exit_code == 1 and "num_layers=0 is below" in res.output

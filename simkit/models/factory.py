@@ -167,7 +167,6 @@ def stack_layers(model: SimBertModel, num_layers: int) -> SimBertModel:
     >>> len(deep.backbone.encoder.layer)           # 8 (from 4: layers 0 1 2 3 0 1 2 3)
     """
     import copy
-    import re
 
     n_old = model.config.num_hidden_layers
     if num_layers < n_old:
@@ -180,12 +179,9 @@ def stack_layers(model: SimBertModel, num_layers: int) -> SimBertModel:
     deep = SimBertModel(model.backbone_type, config, with_pooler=model.pooler is not None,
                         with_lm_head=model.lm_head is not None,
                         pooler_activation=model.pooler.activation if model.pooler else "linear")
-    old = model.state_dict()
-    layer = re.compile(r"^backbone\.encoder\.layer\.(\d+)\.")
-    state = {}
-    for key in deep.state_dict():
-        m = layer.match(key)
-        src = layer.sub(f"backbone.encoder.layer.{int(m.group(1)) % n_old}.", key) if m else key
-        state[key] = old[src].clone()
-    deep.load_state_dict(state)
+    # Every old weight keeps its name; only the new layers n_old.. are missing.
+    deep.load_state_dict(model.state_dict(), strict=False)
+    layers = deep.backbone.encoder.layer
+    for i in range(n_old, num_layers):
+        layers[i].load_state_dict(layers[i % n_old].state_dict())
     return deep.to(model.dtype).eval()
