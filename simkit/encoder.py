@@ -21,10 +21,12 @@ from typing import Literal
 import numpy as np
 import torch
 
+from .collate import pad_batch
 from .errors import InputError, check_choice
-from .models.checkpoint import ModelInfo, load_model, save_model
+from .models.checkpoint import ModelInfo, load_model, save_model, weights_fingerprint
 from .models.simbert import SimBertModel
 from .pooling import check_pooling, pool
+from .threads import configure_threads
 from .tokenization import Tokenizer
 
 logger = logging.getLogger(__name__)
@@ -97,9 +99,11 @@ class Encoder:
                 f"max_seq_length={self.max_seq_length} is out of range; expected 3..{max_pos} for this model"
             )
         if num_threads is not None:
-            torch.set_num_threads(int(num_threads))
+            configure_threads(num_threads)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.dtype = dtype
+        # Taken from the fp32 weights, before any cast, so bf16 and fp32 runs share it.
+        self.fingerprint = weights_fingerprint(model)
         self.model = model.to(self.device, DTYPES[dtype]).eval()
         self.tokenizer = tokenizer
         self.info = info
@@ -120,6 +124,7 @@ class Encoder:
             "max_seq_length": self.max_seq_length,
             "dtype": self.dtype,
             "dim": self.get_sentence_embedding_dimension(),
+            "fingerprint": self.fingerprint,
         }
 
     # -- encoding -------------------------------------------------------------------
@@ -131,6 +136,7 @@ class Encoder:
         normalize_embeddings: bool = False,
         convert_to_numpy: bool = True,
         max_seq_length: int | None = None,
+        progress_bar=None,
     ) -> np.ndarray | torch.Tensor:
         """Vectors of ``sentences``: (d,) for a str, (n, d) float32 for a list.
 
@@ -145,6 +151,7 @@ class Encoder:
             show_progress_bar=show_progress_bar,
             normalize_embeddings=normalize_embeddings,
             max_seq_length=max_seq_length,
+            progress_bar=progress_bar,
         )[self.pooling]
         if single:
             out = out[0]
@@ -158,8 +165,13 @@ class Encoder:
         show_progress_bar: bool | None = None,
         normalize_embeddings: bool = False,
         max_seq_length: int | None = None,
+        progress_bar=None,
     ) -> dict[str, np.ndarray]:
-        """One forward pass, several poolings: ``{pooling: (n, d) float32}``."""
+        """One forward pass, several poolings: ``{pooling: (n, d) float32}``.
+
+        ``progress_bar`` (anything with ``update(n)``, e.g. a tqdm bar spanning several calls)
+        is advanced per batch instead of a bar of this call's own.
+        """
         check_pooling(poolings)
         if isinstance(sentences, str) or not all(isinstance(s, str) for s in sentences):
             bad = sentences if isinstance(sentences, str) else next(s for s in sentences if not isinstance(s, str))
@@ -184,19 +196,14 @@ class Encoder:
         order = np.argsort([-len(x) for x in ids], kind="stable")
         if show_progress_bar is None:
             show_progress_bar = logger.getEffectiveLevel() <= logging.INFO and n > batch_size
-        bar = _progress(n, show_progress_bar)
+        bar = progress_bar if progress_bar is not None else _progress(n, show_progress_bar)
         pad = self.tokenizer.pad_token_id
         with torch.inference_mode():
             for start in range(0, n, batch_size):
                 idx = order[start : start + batch_size]
                 batch = [ids[i] for i in idx]
-                width = max(len(x) for x in batch)
-                input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
-                mask = torch.zeros((len(batch), width), dtype=torch.long)
-                for row, x in enumerate(batch):
-                    input_ids[row, : len(x)] = torch.tensor(x)
-                    mask[row, : len(x)] = 1
-                input_ids, mask = input_ids.to(self.device), mask.to(self.device)
+                b = pad_batch(batch, pad, device=self.device)
+                input_ids, mask = b["input_ids"], b["attention_mask"]
                 hs = self.model(input_ids, mask).hidden_states
                 for p in poolings:
                     v = pool(p, hs, mask, self.model.pool_cls if p == "pooler" else None)
@@ -204,7 +211,8 @@ class Encoder:
                         v = torch.nn.functional.normalize(v, dim=-1)
                     out[p][idx] = v.float().cpu().numpy()
                 bar.update(len(batch))
-        bar.close()
+        if progress_bar is None:
+            bar.close()
         return out
 
     def similarity(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:

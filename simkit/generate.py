@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .collate import pad_batch
 from .encoder import Encoder
 from .errors import InputError
 from .likelihood import log_likelihood
@@ -253,9 +254,7 @@ class Paraphraser:
         gen = torch.Generator(device=dev)
         gen.manual_seed(int(seed) if seed is not None else int(torch.seed()))
         B, L = len(src), max(len(x) for x in src)
-        ids = torch.full((B, L), self.tokenizer.pad_token_id, dtype=torch.long)
-        for i, x in enumerate(src):
-            ids[i, : len(x)] = torch.tensor(x)
+        ids = pad_batch(src, self.tokenizer.pad_token_id)["input_ids"]
         lengths = torch.tensor([len(x) for x in src], dtype=torch.long, device=dev)
         sep = self.tokenizer.sep_token_id
         banned = torch.tensor(banned_ids(self.tokenizer), dtype=torch.long, device=dev)

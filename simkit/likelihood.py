@@ -19,6 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from .collate import pad_batch
 from .errors import InputError
 from .models.simbert import SimBertModel
 from .tokenization import Tokenizer
@@ -59,15 +60,8 @@ def log_likelihood(
         for start in range(0, len(sources), batch_size):
             pairs = [tokenizer.encode_pair(a[:keep], b[:keep])
                      for a, b in zip(src_ids[start:start + batch_size], tgt_ids[start:start + batch_size])]
-            width = max(len(ids) for ids, _ in pairs)
-            ids = torch.full((len(pairs), width), tokenizer.pad_token_id, dtype=torch.long)
-            types = torch.zeros_like(ids)
-            mask = torch.zeros_like(ids)
-            for r, (x, t) in enumerate(pairs):
-                ids[r, : len(x)] = torch.tensor(x)
-                types[r, : len(t)] = torch.tensor(t)
-                mask[r, : len(x)] = 1
-            ids, types, mask = ids.to(dev), types.to(dev), mask.to(dev)
+            b = pad_batch([x for x, _ in pairs], tokenizer.pad_token_id, [t for _, t in pairs], dev)
+            ids, types, mask = b["input_ids"], b["token_type_ids"], b["attention_mask"]
             hidden = model(ids, mask, types, unilm=True, output_hidden_states=False).last_hidden_state
             # Position p predicts token p + 1; only segment-1 tokens (target and its [SEP]) count.
             target = (types[:, 1:] == 1) & mask[:, 1:].bool()

@@ -2,8 +2,10 @@
 
 ``embeddings.npy`` is a plain float32 .npy file, so ``np.load(..., mmap_mode='r')`` maps
 it without reading it. ``ids.txt`` holds one id per line, in row order. ``manifest.json``
-(format ``simkit-embeddings``, versioned) says which model, pooling and dtype made the
-vectors, how many there are, their dimension, and how many texts were truncated.
+(format ``simkit-embeddings``, versioned) says how many vectors there are, their dimension,
+how many texts were truncated, and records the pipeline that made them; ``pipeline/`` holds
+that :class:`~simkit.pipeline.Pipeline` (model reference, pooling, transforms), so anything
+built from the store encodes queries exactly like it.
 
 >>> store = EmbeddingStore.load("emb/")      # doctest: +SKIP
 >>> store.embeddings.shape, len(store.ids)   # ((10000, 768), 10000)
@@ -14,11 +16,15 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .errors import FormatError
 from .fsutil import read_config, write_json
+
+if TYPE_CHECKING:
+    from .pipeline import Pipeline
 
 FORMAT = "simkit-embeddings"
 FORMAT_VERSION = 1
@@ -29,6 +35,8 @@ class EmbeddingStore:
     embeddings: np.ndarray
     ids: list[str]
     manifest: dict
+    pipeline: Pipeline | None = None
+    path: Path | None = None
 
     @classmethod
     def load(cls, path: str | os.PathLike, mmap: bool = True) -> EmbeddingStore:
@@ -51,15 +59,35 @@ class EmbeddingStore:
             raise FormatError(f"{ids_file}: {len(ids)} ids for {emb.shape[0]} vectors in {emb_file}")
         if manifest.get("count") not in (None, emb.shape[0]):
             raise FormatError(f"{path / 'manifest.json'}: count {manifest['count']} but {emb.shape[0]} vectors")
-        return cls(emb, ids, manifest)
+        return cls(emb, ids, manifest, _stored_pipeline(path, manifest, emb.shape[1]), path)
 
     @staticmethod
-    def write(path: Path, embeddings: np.ndarray, ids: list[str], manifest: dict) -> None:
-        """Write the three files into ``path`` (an :func:`~simkit.fsutil.atomic_dir`)."""
+    def write(path: Path, embeddings: np.ndarray, ids: list[str], manifest: dict,
+              pipeline: Pipeline | None = None) -> None:
+        """Write the store's files into ``path`` (an :func:`~simkit.fsutil.atomic_dir`)."""
         path = Path(path)
         np.save(path / "embeddings.npy", np.ascontiguousarray(embeddings, dtype=np.float32))
         write_ids(path / "ids.txt", ids)
-        write_manifest(path, manifest, embeddings.shape)
+        write_manifest(path, manifest, embeddings.shape, pipeline)
+
+
+def _stored_pipeline(path: Path, manifest: dict, dim: int) -> Pipeline | None:
+    """The store's pipeline: ``pipeline/``, or rebuilt from a simkit 0.1 manifest.
+
+    A 0.1 store made by ``whiten apply`` recorded its transform only as a path outside the
+    store; that path is not followed, so such a store has no pipeline (vectors only).
+    """
+    from .pipeline import Pipeline
+
+    if (path / "pipeline").exists():
+        pipe = Pipeline.load(path / "pipeline")
+        if pipe.dim not in (None, dim):
+            raise FormatError(f"{path / 'pipeline'}: makes {pipe.dim}-dim vectors, but "
+                              f"{path / 'embeddings.npy'} holds {dim}-dim ones")
+        return pipe
+    if manifest.get("transforms") or manifest.get("transform"):
+        return None
+    return Pipeline.from_legacy(manifest)
 
 
 def write_ids(file: Path, ids: list[str]) -> None:
@@ -69,17 +97,22 @@ def write_ids(file: Path, ids: list[str]) -> None:
     Path(file).write_text("".join(i + "\n" for i in ids), encoding="utf-8")
 
 
-def write_manifest(path: Path, manifest: dict, shape: tuple[int, int]) -> None:
+def write_manifest(path: Path, manifest: dict, shape: tuple[int, int],
+                   pipeline: Pipeline | None = None) -> None:
+    """``manifest.json`` (and ``pipeline/`` when the vectors have a pipeline) into ``path``."""
     from . import __version__
 
+    if pipeline is not None:
+        pipeline.save_into(Path(path) / "pipeline")
     write_json(
         Path(path) / "manifest.json",
         {
+            **manifest,
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "simkit_version": __version__,
             "count": int(shape[0]),
             "dim": int(shape[1]),
-            **manifest,
+            "pipeline": pipeline.to_dict() if pipeline is not None else None,
         },
     )

@@ -38,6 +38,7 @@ __all__ = [
     "Whitening",
     "check_matrix",
     "describe",
+    "flatten",
     "load_transform",
     "save_transform",
 ]
@@ -232,9 +233,12 @@ class Chain(TransformerMixin, BaseEstimator):
 TRANSFORMS = {c.__name__: c for c in (Whitening, RandomProjection, Normalize)}
 
 
-def _flat(transform) -> list:
+def flatten(transform) -> list:
+    """The steps of a transform as a flat list (nested chains unrolled; ``None`` -> ``[]``)."""
+    if transform is None:
+        return []
     if isinstance(transform, Chain):
-        return [s for step in transform.steps for s in _flat(step)]
+        return [s for step in transform.steps for s in flatten(step)]
     return [transform]
 
 
@@ -251,7 +255,7 @@ def save_transform(transform, path: str | os.PathLike, overwrite: bool = False) 
 
     >>> save_transform(Chain([Whitening(256), Normalize()]).fit(X), "w/")
     """
-    steps = _flat(transform)
+    steps = flatten(transform)
     if not steps:
         raise InputError("cannot save an empty Chain")
     cfg_steps = []
@@ -331,7 +335,7 @@ def describe(transform) -> list[dict]:
     [{'class': 'Whitening', 'params': {...}, 'n_features_in': 768, 'n_components': 256}, ...]
     """
     out = []
-    for s in _flat(transform):
+    for s in flatten(transform):
         params = json.loads(json.dumps(s.get_params(deep=False), default=str))
         out.append({"class": type(s).__name__, "params": params,
                     "n_features_in": s.__dict__.get("n_features_in_"),

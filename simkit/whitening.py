@@ -182,6 +182,11 @@ class Whitening(TransformerMixin, BaseEstimator):
             return self.__dict__[name]
         raise AttributeError(f"{type(self).__name__!s} has no attribute {name!r}")
 
+    def finalize(self) -> Whitening:
+        """Solve for the kernel now, after the last ``partial_fit`` (else on first use)."""
+        self._solve()
+        return self
+
     def _solve(self) -> None:
         n, d = self.n_samples_seen_, self.n_features_in_
         if n < 2:

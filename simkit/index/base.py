@@ -1,9 +1,11 @@
-"""What FAISS and LSH indexes share: ids/texts/metadata, the transform chain, the model
-reference, input checks, result formatting and the directory format.
+"""What FAISS and LSH indexes share: ids/texts/metadata, the transform chain, the pipeline,
+input checks, result formatting and the directory format.
 
-Vectors given to ``add`` / ``search`` are in the *model's* space: the index applies its
-transform chain (whitening, JL projection...) and, for ``metric='cosine'``, L2-normalises,
-so corpus vectors, query vectors and text queries all go through the same steps.
+Vectors given to ``add`` / ``search`` are in the *input* space: the output of the index's
+:class:`~simkit.pipeline.Pipeline` (the model's space, or a whitened store's space). The index
+applies its own transform chain and, for ``metric='cosine'``, L2-normalises, so corpus
+vectors, query vectors and text queries all go through the same steps. Text queries are
+encoded by the pipeline the index records, and a pipeline with other weights is refused.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,12 +32,19 @@ Hit = dict  # {"id", "score", "text", "metadata"}
 
 class BaseIndex:
     """Shared behaviour; subclasses implement ``_fit``, ``_add``, ``_remove``, ``_search``,
-    ``_ntotal``, ``_save_payload`` and ``_load_payload``."""
+    ``_ntotal``, ``_save_payload`` and ``_load``, and register under their ``kind``."""
 
     kind = ""
+    kinds: dict[str, type[BaseIndex]] = {}  # kind -> class, filled as subclasses are defined
     metric: str
     transform: Any
     model: Any
+    pipeline: Any
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.kind:
+            BaseIndex.kinds[cls.kind] = cls
 
     # -- state ------------------------------------------------------------------------
     @property
@@ -63,16 +71,19 @@ class BaseIndex:
         return False
 
     @property
+    def pipeline_(self):
+        """The :class:`~simkit.pipeline.Pipeline` that makes this index's input vectors from
+        text (``None`` for an index built from bare vectors). ``model=`` (an Encoder, a model
+        path or a 0.1 model reference) is read as a pipeline without transforms."""
+        if "_pipeline" not in self.__dict__:
+            self._pipeline = _as_pipeline(getattr(self, "pipeline", None), getattr(self, "model", None))
+        return self._pipeline
+
+    @property
     def model_ref_(self) -> dict | None:
-        """The model reference as a dict (``Encoder.model_card`` + ``normalize_embeddings``)."""
-        m = self.model
-        if m is None:
-            return None
-        if isinstance(m, (str, os.PathLike)):
-            return {"model": str(m)}
-        if hasattr(m, "model_card"):
-            return dict(m.model_card)
-        return dict(m)
+        """The pipeline's record as a dict (model, fingerprint, pooling, ...), or ``None``."""
+        p = self.pipeline_
+        return p.to_dict() if p is not None else None
 
     # -- input checks -----------------------------------------------------------------
     def _prepare(self, vectors, name: str) -> tuple[np.ndarray, bool]:
@@ -199,28 +210,39 @@ class BaseIndex:
         hits = self._hits(scores, labels)
         return hits[0] if single else hits
 
-    def search_text(self, texts: str | Sequence[str], top_k: int = 10, encoder=None,
+    def search_text(self, texts: str | Sequence[str], top_k: int = 10, pipeline=None, encoder=None,
                     batch_size: int = 32, **params) -> list:
-        """Encode ``texts`` with ``encoder`` (default: the stored model reference), then search."""
+        """Encode ``texts`` with the index's pipeline, then :meth:`search`.
+
+        ``encoder`` (an :class:`~simkit.encoder.Encoder` already loaded) or ``pipeline``
+        replaces the stored model, e.g. after it moved; either must have the same weights
+        (fingerprint), pooling and max_seq_length as the one the index was built with.
+        """
+        pipe = self.query_pipeline(pipeline, encoder)
         single = isinstance(texts, str)
-        enc = encoder if encoder is not None else self.load_encoder()
-        ref = self.model_ref_ or {}
-        if encoder is not None and ref.get("pooling") and getattr(enc, "pooling", None) != ref["pooling"]:
-            warnings.warn(f"the index was built with pooling {ref['pooling']!r}; this encoder uses {enc.pooling!r}", stacklevel=2)
-        q = enc.encode([texts] if single else list(texts), batch_size=batch_size, show_progress_bar=False,
-                       normalize_embeddings=bool(ref.get("normalize_embeddings", False)))
+        q = pipe.encode([texts] if single else list(texts), batch_size=batch_size, show_progress_bar=False)
         hits = self.search(q, top_k=top_k, **params)
         return hits[0] if single else hits
 
-    def load_encoder(self, **kwargs):
-        """The :class:`~simkit.encoder.Encoder` named by the stored model reference."""
-        ref = self.model_ref_
-        if ref is None or not ref.get("model"):
-            raise InputError("this index has no model reference; pass encoder=... (CLI: --model)")
-        from ..encoder import Encoder  # torch is imported only when a text query needs it
+    def query_pipeline(self, pipeline=None, encoder=None):
+        """The pipeline text queries go through: the stored one, or the one given, checked."""
+        own = self.pipeline_
+        if pipeline is None and encoder is None:
+            if own is None or not own.has_model:
+                raise InputError("this index has no model reference (it was built from bare vectors), "
+                                 "so it cannot encode text; search it with vectors, or pass pipeline=...")
+            return own
+        if pipeline is None:
+            pipeline = type(own).from_encoder(encoder, own.transform) if own is not None else _as_pipeline(None, encoder)
+        if own is not None:
+            own.check_same_model(pipeline)
+            if own.dim is not None and pipeline.dim is not None and own.dim != pipeline.dim:
+                raise InputError(f"the query pipeline makes {pipeline.dim}-dim vectors; this index takes {own.dim}")
+        return pipeline
 
-        opts = {k: ref[k] for k in ("pooling", "max_seq_length", "dtype") if ref.get(k) is not None}
-        return Encoder(ref["model"], **{**opts, **kwargs})
+    def load_encoder(self, **kwargs):
+        """The :class:`~simkit.encoder.Encoder` of the stored pipeline."""
+        return self.query_pipeline().encoder
 
     def _hits(self, scores: np.ndarray, labels: np.ndarray) -> list[list[Hit]]:
         store = self.store_
@@ -253,18 +275,26 @@ class BaseIndex:
             self.store_.save(tmp / "store.sqlite")
             if self.transform is not None:
                 save_transform(self.transform, tmp / "transform")
+            if self.pipeline_ is not None:
+                self.pipeline_.save_into(tmp / "pipeline")
             write_json(tmp / "config.json", {
                 "format": FORMAT, "format_version": FORMAT_VERSION, "simkit_version": __version__,
                 "kind": self.kind, "dim": self.dim_, "dim_in": self.dim_in_, "metric": self.metric,
                 "count": len(self), "ids": self.store_.id_type,
                 "transform": "transform" if self.transform is not None else None,
                 "transform_steps": describe(self.transform) if self.transform is not None else None,
-                "model": json.loads(json.dumps(self.model_ref_, default=str)), **extra,
+                "model": json.loads(json.dumps(self.model_ref_, default=str)),
+                "pipeline": "pipeline" if self.pipeline_ is not None else None, **extra,
             })
 
     def _load_common(self, path: Path, cfg: dict) -> None:
+        from ..pipeline import Pipeline
         from ..transforms import load_transform
 
+        if cfg.get("pipeline") not in (None, "pipeline"):  # never follow a path out of the artifact
+            raise FormatError(f"{path / 'config.json'}: 'pipeline' must be 'pipeline' or null, found {cfg['pipeline']!r}")
+        self._pipeline = (Pipeline.load(path / "pipeline") if cfg.get("pipeline")
+                          else Pipeline.from_legacy(cfg.get("model") if isinstance(cfg.get("model"), dict) else None))
         self._dim, self._dim_in = cfg["dim"], cfg["dim_in"]
         self._store = DocStore.open(path / "store.sqlite")
         if self._store.count != cfg["count"]:
@@ -278,13 +308,27 @@ def read_index_config(path: str | os.PathLike) -> dict:
 
 
 def load_index(path: str | os.PathLike, mmap: bool = False):
-    """Load a saved :class:`VectorIndex` or :class:`LSHIndex` (whichever the directory holds)."""
-    from .lsh import LSHIndex
-    from .vector import VectorIndex
-
+    """Load a saved index of any registered kind (:class:`VectorIndex`, :class:`LSHIndex`)."""
     path = Path(path)
     cfg = read_index_config(path)
-    classes = {"faiss": VectorIndex, "lsh": LSHIndex}
+    classes = BaseIndex.kinds
     if cfg.get("kind") not in classes:
         raise FormatError(f"{path / 'config.json'}: unknown index kind {cfg.get('kind')!r}; expected one of {sorted(classes)}")
     return classes[cfg["kind"]]._load(path, cfg, mmap)
+
+
+def _as_pipeline(pipeline, model):
+    """A Pipeline from ``pipeline=`` or the older ``model=`` (Encoder, path, or 0.1 reference)."""
+    from ..pipeline import Pipeline
+
+    if pipeline is not None:
+        return pipeline
+    if model is None:
+        return None
+    if isinstance(model, Pipeline):
+        return model
+    if hasattr(model, "model_card"):  # a loaded Encoder
+        return Pipeline.from_encoder(model)
+    if isinstance(model, (str, os.PathLike)):
+        return Pipeline(str(model))
+    return Pipeline.from_legacy(dict(model))

@@ -57,7 +57,8 @@ class LSHIndex(BaseIndex):
                  hash_bits: int = 16, nflip: int = 1, nlist: int | None = None,
                  nprobe: int | None = None, rerank: int = 10, center: bool = True,
                  projection: Literal["orthogonal", "gaussian"] = "orthogonal",
-                 random_state: int | None = 0, transform: Any = None, model: Any = None):
+                 random_state: int | None = 0, transform: Any = None, pipeline: Any = None,
+                 model: Any = None):
         self.nbits = nbits
         self.metric = metric
         self.mode = mode
@@ -71,6 +72,7 @@ class LSHIndex(BaseIndex):
         self.projection = projection
         self.random_state = random_state
         self.transform = transform
+        self.pipeline = pipeline
         self.model = model
 
     @property

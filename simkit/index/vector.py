@@ -33,21 +33,23 @@ class VectorIndex(BaseIndex):
     Parameters: ``factory`` (any ``faiss.index_factory`` string) or ``preset`` (one of
     ``flat``, ``ivf``, ``hnsw``, ``ivfpq``; the default is ``flat``); ``metric``;
     ``nprobe`` / ``efSearch`` defaults for searches; ``transform`` (a fitted
-    :class:`~simkit.transforms.Chain` or step); ``model`` (an Encoder, its ``model_card``
-    dict, or a model path) used by :meth:`search_text`.
+    :class:`~simkit.transforms.Chain` or step); ``pipeline`` (the
+    :class:`~simkit.pipeline.Pipeline` that made the input vectors; ``model=`` an Encoder or
+    a model path is short for a pipeline without transforms) used by :meth:`search_text`.
     """
 
     kind = "faiss"
 
     def __init__(self, factory: str | None = None, *, preset: str | None = None,
                  metric: str = "cosine", nprobe: int | None = None, efSearch: int | None = None,
-                 transform: Any = None, model: Any = None):
+                 transform: Any = None, pipeline: Any = None, model: Any = None):
         self.factory = factory
         self.preset = preset
         self.metric = metric
         self.nprobe = nprobe
         self.efSearch = efSearch
         self.transform = transform
+        self.pipeline = pipeline
         self.model = model
 
     @property

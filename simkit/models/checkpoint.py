@@ -92,6 +92,19 @@ def save_model(
     return Path(path)
 
 
+def weights_fingerprint(model: torch.nn.Module) -> str:
+    """A short hash of the weights (names, shapes and float32 values), whatever the file format:
+    two models answer alike exactly when their fingerprints match."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        t = t.detach().to("cpu", torch.float32).contiguous()
+        h.update(f"{name}:{tuple(t.shape)};".encode())
+        h.update(t.numpy().tobytes())
+    return "sha256:" + h.hexdigest()[:16]
+
+
 # --------------------------------------------------------------------------- loading
 def load_model(
     name_or_path: str | os.PathLike, pre_tokenize: str | None = None

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from ..models.simbert import SimBertModel
+from ..pooling import pool
 
 CONTRASTIVE_SCALE = 30.0
 COSENT_LAMBDA = 20.0
@@ -62,10 +63,12 @@ def distill_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     return F.mse_loss(s @ s.T, t @ t.T)
 
 
-def sentence_vectors(model: SimBertModel, input_ids, attention_mask) -> torch.Tensor:
-    """Pooler vectors of single sentences ``[CLS] s [SEP]`` (the retrieval path)."""
-    out = model(input_ids, attention_mask, output_hidden_states=False)
-    return model.pool_cls(out.last_hidden_state[:, 0])
+def sentence_vectors(model: SimBertModel, input_ids, attention_mask, pooling: str = "pooler") -> torch.Tensor:
+    """Vectors of single sentences ``[CLS] s [SEP]``, pooled by :func:`simkit.pooling.pool`
+    exactly as :class:`~simkit.encoder.Encoder` pools them (the retrieval path)."""
+    out = model(input_ids, attention_mask, output_hidden_states=pooling == "first-last-avg")
+    hidden = out.hidden_states if pooling == "first-last-avg" else (out.last_hidden_state,)
+    return pool(pooling, hidden, attention_mask, model.pool_cls if pooling == "pooler" else None)
 
 
 def simbert_losses(model: SimBertModel, batch: dict) -> dict[str, torch.Tensor]:

@@ -25,6 +25,7 @@ from typing import Literal, get_args
 import numpy as np
 import torch
 
+from ..collate import pad_batch
 from ..encoder import Encoder
 from ..errors import InputError, SimkitError, check_choice
 from ..fsutil import write_json
@@ -153,19 +154,7 @@ class Trainer:
 
     # -- batches ----------------------------------------------------------------------
     def _pad(self, rows: list[list[int]], types: list[list[int]] | None = None) -> dict:
-        # Filled in numpy: a torch.tensor per row cost ~1.5 ms per 64-row batch (bench/train.py).
-        width = max(len(r) for r in rows)
-        ids = np.full((len(rows), width), self.tokenizer.pad_token_id, dtype=np.int64)
-        tt = np.zeros_like(ids)
-        am = np.zeros_like(ids)
-        for i, r in enumerate(rows):
-            ids[i, : len(r)] = r
-            am[i, : len(r)] = 1
-            if types is not None:
-                tt[i, : len(r)] = types[i]
-        return {"input_ids": torch.from_numpy(ids).to(self.device),
-                "token_type_ids": torch.from_numpy(tt).to(self.device),
-                "attention_mask": torch.from_numpy(am).to(self.device)}
+        return pad_batch(rows, self.tokenizer.pad_token_id, types, self.device)
 
     def _singles(self, texts: list[str]) -> dict:
         keep = self.config.max_seq_length - 2
@@ -194,8 +183,8 @@ class Trainer:
 
     def _cosent(self, idx: np.ndarray) -> torch.Tensor:
         pairs = [self.labelled[i] for i in idx]
-        va = sentence_vectors(self.model, **_ids_mask(self._singles([p.a for p in pairs])))
-        vb = sentence_vectors(self.model, **_ids_mask(self._singles([p.b for p in pairs])))
+        va = sentence_vectors(self.model, **_ids_mask(self._singles([p.a for p in pairs])), pooling=self.info.pooling)
+        vb = sentence_vectors(self.model, **_ids_mask(self._singles([p.b for p in pairs])), pooling=self.info.pooling)
         cos = torch.nn.functional.cosine_similarity(va.float(), vb.float(), dim=-1)
         labels = torch.tensor([p.label for p in pairs], device=cos.device)
         groups = (torch.tensor([p.source for p in pairs], device=cos.device)
@@ -213,7 +202,7 @@ class Trainer:
                 losses["cosent"] = cfg.cosent_weight * self._cosent(self.aux.next()[0])
             if cfg.distill_weight > 0:
                 texts = [self.positives[i][k] for i in idx for k in (0, 1)]
-                student = sentence_vectors(self.model, **_ids_mask(self._singles(texts)))
+                student = sentence_vectors(self.model, **_ids_mask(self._singles(texts)), pooling=self.info.pooling)
                 teacher = torch.from_numpy(self.teacher.encode(texts, show_progress_bar=False)).to(student.device)
                 losses["distill"] = cfg.distill_weight * distill_loss(student, teacher)
         else:

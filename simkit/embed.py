@@ -1,0 +1,182 @@
+"""Embedding stores from corpora, and transforms fitted on / applied to stores, in chunks.
+
+What ``simkit encode``, ``whiten fit`` / ``project fit`` and ``whiten apply`` do, as library
+calls: a corpus larger than memory is streamed, vectors are written to a memory-mapped
+``.npy``, and every store records the :class:`~simkit.pipeline.Pipeline` that made it.
+
+>>> encode_corpus("faq.txt", "emb/", Pipeline("my-model"))           # doctest: +SKIP
+>>> w = fit_store("emb/", Whitening(256), streaming=True)             # doctest: +SKIP
+>>> apply_transform("emb/", w, "emb256/")   # its pipeline: model -> whitening
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .corpus import CorpusFormat, CorpusStats, read_corpus
+from .errors import InputError
+from .fsutil import atomic_dir
+from .pipeline import Pipeline
+from .store import EmbeddingStore, write_manifest
+
+
+def _bar(total: int, desc: str, enabled: bool | None, unit: str = "vec"):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit=unit, desc=desc, disable=not enabled, leave=False)
+
+
+def _batches(it, size: int) -> Iterator[list]:
+    buf = []
+    for x in it:
+        buf.append(x)
+        if len(buf) == size:
+            yield buf
+            buf = []
+    if buf:
+        yield buf
+
+
+def encode_corpus(input: str | os.PathLike, output: str | os.PathLike, pipeline: Pipeline | None = None,
+                  *, format: CorpusFormat = "auto", text_field: str | None = None,
+                  id_field: str | None = None, batch_size: int = 32, chunk_size: int = 10000,
+                  overwrite: bool = False, show_progress_bar: bool | None = None) -> dict:
+    """Encode a corpus file into an embedding store; returns a JSON-able summary.
+
+    The file is read twice as a stream (check and count, then encode), so only
+    ``chunk_size`` texts are in memory at once; the bar advances per batch.
+    """
+    input, output = Path(input), Path(output)
+    if batch_size < 1 or chunk_size < 1:
+        raise InputError(f"batch_size={batch_size}, chunk_size={chunk_size}; expected positive integers")
+    pipeline = pipeline if pipeline is not None else Pipeline()
+    t0 = time.perf_counter()
+    stats = CorpusStats()
+    n = sum(1 for _ in read_corpus(input, format, text_field, id_field, stats))  # validate + count
+    enc = pipeline.encoder
+    dim = pipeline.dim
+    truncated = 0
+    with atomic_dir(output, overwrite=overwrite) as tmp:
+        emb = np.lib.format.open_memmap(tmp / "embeddings.npy", mode="w+", dtype=np.float32, shape=(n, dim))
+        row = 0
+        with open(tmp / "ids.txt", "w", encoding="utf-8") as ids_out, \
+                _bar(n, "encode", show_progress_bar, "sent") as bar:
+            for chunk in _batches(read_corpus(input, format, text_field, id_field), chunk_size):
+                for r in chunk:
+                    if "\n" in r.id or "\r" in r.id:
+                        raise InputError(f"{input}:{r.line}: id {r.id!r} contains a newline")
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # the count goes into the summary instead
+                    emb[row: row + len(chunk)] = pipeline.encode([r.text for r in chunk], batch_size=batch_size,
+                                                                  progress_bar=bar)
+                truncated += enc.last_encode_info_["truncated"]
+                row += len(chunk)
+                ids_out.writelines(r.id + "\n" for r in chunk)
+        if row != n:
+            raise InputError(f"{input} changed while it was being encoded ({n} records, then {row})")
+        emb.flush()
+        del emb
+        seconds = time.perf_counter() - t0
+        summary = {"input": str(input), "truncated": truncated, "max_seq_length": enc.max_seq_length,
+                   "empty": stats.empty, "blank_lines_skipped": stats.blank, "seconds": round(seconds, 3)}
+        write_manifest(tmp, summary, (n, dim), pipeline)
+    return {"output": str(output), "count": n, "dim": dim, **summary, "pipeline": pipeline.to_dict(),
+            "sentences_per_second": round(n / max(seconds, 1e-9), 1)}
+
+
+@contextlib.contextmanager
+def _rows(store_dir: Path, emb: np.ndarray, a: int, b: int):
+    """Yield ``emb[a:b]``; errors name the file and, for NaN/inf, the row in the file."""
+    chunk = emb[a:b]
+    try:
+        yield chunk
+    except InputError as e:
+        bad = np.flatnonzero(~np.isfinite(chunk).all(axis=1))
+        where = store_dir / "embeddings.npy"
+        if len(bad):
+            raise InputError(f"{where}: row {a + int(bad[0])} contains NaN or inf "
+                             f"({len(bad)} bad rows in rows {a}..{b - 1})") from None
+        raise InputError(f"{where}: {e}") from None
+
+
+def _spans(n: int, size: int, desc: str, show_progress_bar: bool | None) -> Iterator[tuple[int, int]]:
+    with _bar(n, desc, show_progress_bar) as bar:
+        for start in range(0, n, size):
+            yield start, min(start + size, n)
+            bar.update(min(size, n - start))
+
+
+def fit_store(store: str | os.PathLike | EmbeddingStore, estimator: Any, *, streaming: bool = False,
+              chunk_size: int = 65536, show_progress_bar: bool | None = None) -> Any:
+    """Fit ``estimator`` (Whitening, RandomProjection, ...) on a store's vectors; returns it.
+
+    ``streaming`` calls ``partial_fit`` chunk by chunk (memory O(chunk + d^2)); otherwise
+    ``fit`` sees the memory-mapped matrix once. Errors name the file and the bad row.
+    """
+    path, store = _open(store)
+    emb = store.embeddings
+    if streaming:
+        if not hasattr(estimator, "partial_fit"):
+            raise InputError(f"{type(estimator).__name__} has no partial_fit; fit it without streaming")
+        for a, b in _spans(len(emb), chunk_size, "fit", show_progress_bar):
+            with _rows(path, emb, a, b) as chunk:
+                estimator.partial_fit(chunk)
+        with _rows(path, emb, 0, 0):
+            getattr(estimator, "finalize", lambda: None)()
+    else:
+        with _rows(path, emb, 0, len(emb)) as chunk:
+            estimator.fit(chunk)
+    return estimator
+
+
+def apply_transform(store: str | os.PathLike | EmbeddingStore, transform: Any, output: str | os.PathLike,
+                    *, chunk_size: int = 65536, overwrite: bool = False,
+                    show_progress_bar: bool | None = None) -> dict:
+    """Write a new store: ``transform`` applied to every vector of ``store``, chunk by chunk.
+
+    The new store's pipeline is the old one followed by ``transform``, so a text query on
+    anything built from it is encoded and transformed exactly like these vectors.
+    """
+    path, src = _open(store)
+    output = Path(output)
+    if output.resolve() == path.resolve():
+        raise InputError(f"{output}: the output must not be the input directory")
+    from .transforms import describe
+
+    n, d = src.embeddings.shape
+    if d != transform.n_features_in_:
+        raise InputError(f"{path / 'embeddings.npy'} holds {d}-dim vectors, but the transform "
+                         f"expects {transform.n_features_in_}-dim input")
+    k = transform.n_components_
+    t0 = time.perf_counter()
+    pipeline = src.pipeline.then(transform) if src.pipeline is not None else None
+    with atomic_dir(output, overwrite=overwrite) as tmp:
+        out = np.lib.format.open_memmap(tmp / "embeddings.npy", mode="w+", dtype=np.float32, shape=(n, k))
+        for a, b in _spans(n, chunk_size, "apply", show_progress_bar):
+            with _rows(path, src.embeddings, a, b) as chunk:
+                out[a:b] = transform.transform(chunk)
+        out.flush()
+        del out
+        shutil.copyfile(path / "ids.txt", tmp / "ids.txt")
+        keep = {key: v for key, v in src.manifest.items()
+                if key not in ("format", "format_version", "simkit_version", "count", "dim", "pipeline")}
+        write_manifest(tmp, {**keep, "source_embeddings": str(path), "applied": describe(transform)},
+                       (n, k), pipeline)
+    return {"output": str(output), "input": str(path), "count": n, "dim_in": d, "dim_out": k,
+            "seconds": round(time.perf_counter() - t0, 3),
+            "pipeline": pipeline.to_dict() if pipeline is not None else None}
+
+
+def _open(store) -> tuple[Path, EmbeddingStore]:
+    if isinstance(store, EmbeddingStore):
+        return Path(store.path or "<in-memory store>"), store
+    return Path(store), EmbeddingStore.load(store, mmap=True)

@@ -1,0 +1,73 @@
+"""How many CPU threads this process may use, decided in one place.
+
+Containers limit CPUs by affinity (``taskset``, cpusets) and by a CFS quota (cgroup v2
+``cpu.max``, v1 ``cpu.cfs_quota_us``); ``os.cpu_count()`` sees neither. torch's intra-op pool
+and ONNX Runtime both get the number :func:`default_num_threads` returns, unless told otherwise.
+
+>>> default_num_threads() >= 1
+True
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+from .errors import InputError
+
+
+def _cgroup_quota() -> float | None:
+    """CPUs allowed by the cgroup quota, or None when there is none."""
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            return int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        quota = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())
+        period = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
+        if quota > 0 and period > 0:
+            return quota / period
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on: affinity, capped by the cgroup quota (at least 1)."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    quota = _cgroup_quota()
+    if quota is not None:
+        n = min(n, max(1, math.floor(quota)))
+    return max(1, n)
+
+
+def default_num_threads() -> int:
+    """``$SIMKIT_NUM_THREADS`` if set, else :func:`available_cpus`."""
+    env = os.environ.get("SIMKIT_NUM_THREADS")
+    if env:
+        try:
+            n = int(env)
+        except ValueError:
+            n = 0
+        if n < 1:
+            raise InputError(f"SIMKIT_NUM_THREADS={env!r}; expected a positive integer")
+        return n
+    return available_cpus()
+
+
+def configure_threads(num_threads: int | None = None) -> int:
+    """Set torch's intra-op threads to ``num_threads`` (default: :func:`default_num_threads`)."""
+    import torch
+
+    n = default_num_threads() if num_threads is None else int(num_threads)
+    if n < 1:
+        raise InputError(f"num_threads={num_threads!r}; expected a positive integer")
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    return n
