@@ -42,7 +42,18 @@ def progress_enabled() -> bool:
     return logging.getLogger().getEffectiveLevel() <= logging.INFO
 
 
-MODEL_HELP = "Model: a simkit model dir, a Hugging Face dir, or a hub id. Default: the bundled model (or $SIMKIT_MODEL)."
+MODEL_HELP = ("A simkit model dir, a Hugging Face dir, or a hub id. [default: $SIMKIT_MODEL, else the "
+              "bundled model]")
+THREADS_HELP = "torch intra-op threads. [default: the CPUs this process may use]"
+
+
+def make_pipeline(model: str | None = None, threads: int | None = None, **options):
+    """The :class:`~simkit.pipeline.Pipeline` of ``--model`` (default: the bundled one)."""
+    from simkit.pipeline import Pipeline
+    from simkit.threads import configure_threads
+
+    configure_threads(threads)
+    return Pipeline(model, num_threads=threads, **options)
 
 
 def refuse_existing(output: Path, overwrite: bool) -> None:

@@ -86,10 +86,11 @@ def encode_corpus(input: str | os.PathLike, output: str | os.PathLike, pipeline:
         emb.flush()
         del emb
         seconds = time.perf_counter() - t0
-        summary = {"input": str(input), "truncated": truncated, "max_seq_length": enc.max_seq_length,
+        summary = {**enc.model_card, "normalize_embeddings": pipeline.normalize_embeddings, "dim": dim,
+                   "input": str(input), "truncated": truncated,
                    "empty": stats.empty, "blank_lines_skipped": stats.blank, "seconds": round(seconds, 3)}
         write_manifest(tmp, summary, (n, dim), pipeline)
-    return {"output": str(output), "count": n, "dim": dim, **summary, "pipeline": pipeline.to_dict(),
+    return {"output": str(output), "count": n, **summary, "pipeline": pipeline.to_dict(),
             "sentences_per_second": round(n / max(seconds, 1e-9), 1)}
 
 
@@ -139,18 +140,19 @@ def fit_store(store: str | os.PathLike | EmbeddingStore, estimator: Any, *, stre
 
 
 def apply_transform(store: str | os.PathLike | EmbeddingStore, transform: Any, output: str | os.PathLike,
-                    *, chunk_size: int = 65536, overwrite: bool = False,
+                    *, chunk_size: int = 65536, overwrite: bool = False, source: str | os.PathLike | None = None,
                     show_progress_bar: bool | None = None) -> dict:
     """Write a new store: ``transform`` applied to every vector of ``store``, chunk by chunk.
 
     The new store's pipeline is the old one followed by ``transform``, so a text query on
-    anything built from it is encoded and transformed exactly like these vectors.
+    anything built from it is encoded and transformed exactly like these vectors. ``source``
+    (where the transform was saved) is recorded in the manifest for people; it is never read.
     """
     path, src = _open(store)
     output = Path(output)
     if output.resolve() == path.resolve():
         raise InputError(f"{output}: the output must not be the input directory")
-    from .transforms import describe
+    from .transforms import Normalize, describe, flatten
 
     n, d = src.embeddings.shape
     if d != transform.n_features_in_:
@@ -169,7 +171,11 @@ def apply_transform(store: str | os.PathLike | EmbeddingStore, transform: Any, o
         shutil.copyfile(path / "ids.txt", tmp / "ids.txt")
         keep = {key: v for key, v in src.manifest.items()
                 if key not in ("format", "format_version", "simkit_version", "count", "dim", "pipeline")}
-        write_manifest(tmp, {**keep, "source_embeddings": str(path), "applied": describe(transform)},
+        record = {"path": str(Path(source).resolve()) if source else None, "steps": describe(transform)}
+        write_manifest(tmp, {**keep, "source_embeddings": str(path), "transform": record,
+                             "transforms": [*src.manifest.get("transforms", []), record],
+                             "normalize_embeddings": pipeline.normalize_embeddings if pipeline is not None
+                             else isinstance(flatten(transform)[-1], Normalize)},
                        (n, k), pipeline)
     return {"output": str(output), "input": str(path), "count": n, "dim_in": d, "dim_out": k,
             "seconds": round(time.perf_counter() - t0, 3),

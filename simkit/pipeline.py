@@ -69,6 +69,15 @@ class Pipeline:
         self.encoder_ = encoder
         return self
 
+    def replace(self, **changes) -> Pipeline:
+        """A copy with some constructor parameters changed (e.g. ``model=`` a moved copy: the
+        recorded fingerprint still has to match when it loads)."""
+        params = {k: getattr(self, k) for k in ("model", "pooling", "max_seq_length", "transform",
+                                                 "fingerprint", "dim_model", "dtype", "num_threads")}
+        new = Pipeline(**{**params, **changes})
+        new.made_by_ = self.__dict__.get("made_by_", _model_ref(self.model))  # named in errors
+        return new
+
     def then(self, transform: Any) -> Pipeline:
         """A new pipeline: this one followed by ``transform`` (fitted on this one's output)."""
         from .transforms import Chain, flatten
@@ -92,8 +101,9 @@ class Pipeline:
                           dtype=self.dtype, num_threads=self.num_threads)
             if self.fingerprint and enc.fingerprint != self.fingerprint:
                 raise InputError(
-                    f"model {enc.model_path!r} has weights fingerprint {enc.fingerprint}, but these "
-                    f"vectors were made by {self.model!r} with fingerprint {self.fingerprint}; "
+                    f"model {enc.model_path!r} has other weights (fingerprint {enc.fingerprint}) than "
+                    f"the model these vectors were made by, "
+                    f"{self.__dict__.get('made_by_', _model_ref(self.model))!r} ({self.fingerprint}); "
                     "encode with the same model, or rebuild the artifact"
                 )
             self.encoder_ = enc
@@ -126,6 +136,24 @@ class Pipeline:
         return self.dim
 
     @property
+    def transform_fingerprint(self) -> str | None:
+        """A short hash of the transform steps' classes and learned arrays (None: no steps)."""
+        import hashlib
+
+        from .transforms import flatten
+
+        steps = flatten(self.transform)
+        if not steps:
+            return None
+        h = hashlib.sha256()
+        for s in steps:
+            h.update(type(s).__name__.encode())
+            for key, arr in sorted(s._arrays().items()):
+                h.update(key.encode())
+                h.update(np.ascontiguousarray(arr, dtype=np.float32).tobytes())
+        return "sha256:" + h.hexdigest()[:16]
+
+    @property
     def has_model(self) -> bool:
         return self.model is not None or "encoder_" in self.__dict__
 
@@ -137,6 +165,7 @@ class Pipeline:
             "model": _model_ref(self.model), "fingerprint": self.fingerprint, "pooling": self.pooling,
             "max_seq_length": self.max_seq_length, "dim_model": self.dim_model, "dim": self.dim,
             "dtype": self.dtype, "normalize_embeddings": self.normalize_embeddings,
+            "transform_fingerprint": self.transform_fingerprint,
             "steps": describe(self.transform) if self.transform is not None else [],
         }
 

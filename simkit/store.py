@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .errors import FormatError
+from .errors import FormatError, InputError
 from .fsutil import read_config, write_json
 
 if TYPE_CHECKING:
@@ -52,9 +52,7 @@ class EmbeddingStore:
             raise FormatError(f"{emb_file}: not a readable .npy file ({e})") from None
         if emb.ndim != 2 or emb.dtype != np.float32:
             raise FormatError(f"{emb_file}: expected a 2-D float32 array, found {emb.dtype} {emb.shape}")
-        ids = ids_file.read_text(encoding="utf-8").split("\n")
-        if ids and ids[-1] == "":
-            ids.pop()
+        ids = read_ids(ids_file)
         if len(ids) != emb.shape[0]:
             raise FormatError(f"{ids_file}: {len(ids)} ids for {emb.shape[0]} vectors in {emb_file}")
         if manifest.get("count") not in (None, emb.shape[0]):
@@ -88,6 +86,20 @@ def _stored_pipeline(path: Path, manifest: dict, dim: int) -> Pipeline | None:
     if manifest.get("transforms") or manifest.get("transform"):
         return None
     return Pipeline.from_legacy(manifest)
+
+
+def read_ids(file: Path) -> list[str]:
+    """One id a line, in row order; bad UTF-8 or a missing file is an error naming the file."""
+    try:
+        ids = Path(file).read_bytes().decode("utf-8").split("\n")
+    except FileNotFoundError:
+        raise InputError(f"{file}: no such file") from None
+    except UnicodeDecodeError as e:
+        line = Path(file).read_bytes()[: e.start].count(b"\n") + 1
+        raise FormatError(f"{file}:{line}: invalid UTF-8; ids must be UTF-8 text, one a line") from None
+    if ids and ids[-1] == "":
+        ids.pop()
+    return [i[:-1] if i.endswith("\r") else i for i in ids]
 
 
 def write_ids(file: Path, ids: list[str]) -> None:

@@ -303,7 +303,8 @@ def load_transform(path: str | os.PathLike) -> Chain:
         arrays = {key: _load_array(path, fname, f"{where} step {i}")
                   for key, fname in s.get("arrays", {}).items()}
         step._restore(arrays, s.get("state", {}), f"{where} step {i} ({cls.__name__})")
-        if steps and getattr(step, "n_features_in_", None) not in (None, _out_dim(steps[-1])):
+        if steps and _out_dim(steps[-1]) is not None and getattr(step, "n_features_in_", None) not in (
+                None, _out_dim(steps[-1])):
             raise FormatError(f"{where}: step {i} expects dimension {step.n_features_in_} but "
                               f"step {i - 1} outputs {_out_dim(steps[-1])}")
         steps.append(step)

@@ -34,7 +34,7 @@ def run(*args):
 
 def test_whiten_fit_and_apply(tmp_path):
     X = make_store(tmp_path / "emb")
-    res, out = run("whiten", "fit", tmp_path / "emb", "-k", 8, "-o", tmp_path / "w")
+    res, out = run("whiten", "fit", tmp_path / "emb", "--n-components", 8, "-o", tmp_path / "w")
     assert res.exit_code == 0, res.output
     assert out["dim_in"] == 24 and out["dim_out"] == 8 and out["count"] == 600
     assert out["transform"][0]["class"] == "Whitening" and not out["streaming"]
@@ -55,9 +55,9 @@ def test_whiten_fit_and_apply(tmp_path):
 
 def test_streaming_equals_in_memory_and_normalize(tmp_path):
     make_store(tmp_path / "emb")
-    res, _ = run("whiten", "fit", tmp_path / "emb", "-k", 6, "-o", tmp_path / "a")
+    res, _ = run("whiten", "fit", tmp_path / "emb", "--n-components", 6, "-o", tmp_path / "a")
     assert res.exit_code == 0, res.output
-    res, b = run("whiten", "fit", tmp_path / "emb", "-k", 6, "--streaming", "--chunk-size", 50,
+    res, b = run("whiten", "fit", tmp_path / "emb", "--n-components", 6, "--streaming", "--chunk-size", 50,
                  "--normalize", "-o", tmp_path / "b")
     assert res.exit_code == 0, res.output
     assert b["streaming"] and b["chunk_size"] == 50
@@ -74,11 +74,11 @@ def test_streaming_equals_in_memory_and_normalize(tmp_path):
 
 def test_project_fit_and_apply(tmp_path):
     X = make_store(tmp_path / "emb", n=50, d=400)
-    res, out = run("project", "fit", tmp_path / "emb", "-k", "auto", "--eps", 0.5,
+    res, out = run("project", "fit", tmp_path / "emb", "--n-components", "auto", "--eps", 0.5,
                    "--kind", "sparse", "--seed", 3, "-o", tmp_path / "p")
     assert res.exit_code == 0, res.output
     assert out["dim_out"] == 187 and out["kind"] == "sparse" and out["seed"] == 3
-    res, _ = run("project", "fit", tmp_path / "emb", "-k", 16, "--seed", 3, "-o", tmp_path / "q")
+    res, _ = run("project", "fit", tmp_path / "emb", "--n-components", 16, "--seed", 3, "-o", tmp_path / "q")
     assert res.exit_code == 0, res.output
     res, _ = run("project", "apply", tmp_path / "q", tmp_path / "emb", "-o", tmp_path / "e")
     assert res.exit_code == 0, res.output
@@ -88,11 +88,11 @@ def test_project_fit_and_apply(tmp_path):
 
 def test_project_auto_refuses_k_ge_d(tmp_path):
     make_store(tmp_path / "emb", n=1000, d=32)
-    res, _ = run("project", "fit", tmp_path / "emb", "-k", "auto", "-o", tmp_path / "p")
+    res, _ = run("project", "fit", tmp_path / "emb", "--n-components", "auto", "-o", tmp_path / "p")
     assert res.exit_code == 1
     assert "needs k=5920" in res.stderr and "d=32" in res.stderr
-    res, _ = run("project", "fit", tmp_path / "emb", "-k", "lots", "-o", tmp_path / "p")
-    assert res.exit_code == 1 and "'lots'" in res.stderr
+    res, _ = run("project", "fit", tmp_path / "emb", "--n-components", "lots", "-o", tmp_path / "p")
+    assert res.exit_code == 2 and "'lots'" in res.stderr  # a bad option value is a usage error (issue 17)
     assert not (tmp_path / "p").exists()
 
 
@@ -100,7 +100,7 @@ def test_project_auto_refuses_k_ge_d(tmp_path):
 def test_nan_row_named_with_its_row_in_the_file(tmp_path, streaming):
     make_store(tmp_path / "emb", bad_row=437)
     flags = ["--streaming", "--chunk-size", 100] if streaming else []
-    res, _ = run("whiten", "fit", tmp_path / "emb", "-k", 4, *flags, "-o", tmp_path / "w")
+    res, _ = run("whiten", "fit", tmp_path / "emb", "--n-components", 4, *flags, "-o", tmp_path / "w")
     assert res.exit_code == 1
     assert "embeddings.npy: row 437 contains NaN" in res.stderr
 
@@ -109,7 +109,7 @@ def test_apply_errors(tmp_path):
     make_store(tmp_path / "emb")
     make_store(tmp_path / "other", d=10)
     make_store(tmp_path / "nan", bad_row=250)
-    assert run("whiten", "fit", tmp_path / "emb", "-k", 4, "-o", tmp_path / "w")[0].exit_code == 0
+    assert run("whiten", "fit", tmp_path / "emb", "--n-components", 4, "-o", tmp_path / "w")[0].exit_code == 0
     res, _ = run("whiten", "apply", tmp_path / "w", tmp_path / "other", "-o", tmp_path / "o")
     assert res.exit_code == 1 and "holds 10-dim vectors" in res.stderr and "expects 24" in res.stderr
     res, _ = run("whiten", "apply", tmp_path / "w", tmp_path / "nan", "-o", tmp_path / "o",
@@ -118,11 +118,11 @@ def test_apply_errors(tmp_path):
     assert not (tmp_path / "o").exists()  # atomic: nothing half-written
     res, _ = run("whiten", "apply", tmp_path / "emb", tmp_path / "emb", "-o", tmp_path / "o")
     assert res.exit_code == 1 and "config.json: not found" in res.stderr
-    res, _ = run("whiten", "fit", tmp_path / "emb", "-k", 4, "-o", tmp_path / "w")
+    res, _ = run("whiten", "fit", tmp_path / "emb", "--n-components", 4, "-o", tmp_path / "w")
     assert res.exit_code == 1 and "already exists" in res.stderr
-    res, _ = run("whiten", "fit", tmp_path / "emb", "-k", 99, "-o", tmp_path / "w2")
+    res, _ = run("whiten", "fit", tmp_path / "emb", "--n-components", 99, "-o", tmp_path / "w2")
     assert res.exit_code == 1 and "n_components=99" in res.stderr
-    res, _ = run("whiten", "fit", tmp_path / "emb", "-k", 4, "--overwrite", "-o", tmp_path / "w")
+    res, _ = run("whiten", "fit", tmp_path / "emb", "--n-components", 4, "--overwrite", "-o", tmp_path / "w")
     assert res.exit_code == 0
 
 

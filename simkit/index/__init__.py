@@ -11,9 +11,12 @@ index has one, its transform chain in ``transform/``.
 
 from __future__ import annotations
 
-from .base import FORMAT, FORMAT_VERSION, load_index, read_index_config
+from .base import FORMAT, FORMAT_VERSION, BaseIndex, load_index, read_index_config
+from .build import add_input, build_index, describe_index, read_vectors
 from .lsh import LSHIndex
+from .query import search_inputs
 from .store import DocStore
 from .vector import VectorIndex
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "DocStore", "LSHIndex", "VectorIndex", "load_index", "read_index_config"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "BaseIndex", "DocStore", "LSHIndex", "VectorIndex", "add_input",
+           "build_index", "describe_index", "load_index", "read_index_config", "read_vectors", "search_inputs"]

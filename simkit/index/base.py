@@ -235,6 +235,8 @@ class BaseIndex:
         if pipeline is None:
             pipeline = type(own).from_encoder(encoder, own.transform) if own is not None else _as_pipeline(None, encoder)
         if own is not None:
+            if own.fingerprint and not pipeline.fingerprint and pipeline.has_model:
+                pipeline.encoder  # noqa: B018 -- load it: its weights are what must match
             own.check_same_model(pipeline)
             if own.dim is not None and pipeline.dim is not None and own.dim != pipeline.dim:
                 raise InputError(f"the query pipeline makes {pipeline.dim}-dim vectors; this index takes {own.dim}")
