@@ -57,7 +57,7 @@ def main() -> None:
 
     def cached() -> float:
         t0 = time.perf_counter()
-        out = para.generate_ids([PROMPT], n=a.n, top_p=0.95, max_length=a.length, seed=a.seed)
+        out = para.generate_ids([PROMPT], n=a.n, top_p=0.95, max_new_tokens=a.length, seed=a.seed)
         dt = time.perf_counter() - t0
         assert all(len(s) == a.length for s in out[0])
         return dt

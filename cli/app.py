@@ -19,15 +19,15 @@ from . import info as _info
 from . import paraphrase as _paraphrase
 from . import train as _train
 from . import transforms as _transforms
+from .common import APP_SETTINGS
 
 app = typer.Typer(
     name="simkit",
     help="Chinese sentence embeddings and semantic search (SimBERT / RoFormer-Sim, "
     "BERT-whitening, FAISS / LSH, Chinese STS evaluation).",
-    no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
+    **APP_SETTINGS,
 )
 
 

@@ -17,6 +17,16 @@ from simkit.errors import InputError, SimkitError
 log = logging.getLogger("simkit.cli")
 
 
+# Plain click help: rich's panels cut "[default: ...]" (read as markup) and re-flow examples.
+APP_SETTINGS = {"no_args_is_help": True, "rich_markup_mode": None,
+                "context_settings": {"help_option_names": ["-h", "--help"], "max_content_width": 80}}
+
+
+def sub_app(help: str) -> typer.Typer:
+    """A command group with the settings every simkit group shares."""
+    return typer.Typer(help=help, **APP_SETTINGS)
+
+
 def handle_errors(fn: Callable) -> Callable:
     """Turn simkit's errors (and missing extras) into one stderr line and exit code 1."""
 

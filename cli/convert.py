@@ -6,10 +6,9 @@ from pathlib import Path
 
 import typer
 
-from .common import echo_json, handle_errors
+from .common import echo_json, handle_errors, sub_app
 
-convert_app = typer.Typer(help="Convert checkpoints from other toolkits into simkit model directories.",
-                          no_args_is_help=True)
+convert_app = sub_app("Convert checkpoints from other toolkits into simkit model directories.")
 
 
 def register(app: typer.Typer) -> None:
@@ -24,6 +23,7 @@ RoFormer-Sim, BERT or RoFormer, with Google (bert/...) or bert4keras (Embedding-
 variable names. A simplified vocabulary (fewer embedding rows than vocab.txt lines) is rebuilt
 with bert4keras' rule or read from --keep-tokens / CKPT_DIR/keep_tokens.json.
 
+\b
 Example:  simkit convert bert4keras chinese_simbert_L-12_H-768_A-12 -o simbert/
 """
 
@@ -37,7 +37,7 @@ def bert4keras(
     pooler_activation: str = typer.Option("linear", "--pooler-activation", help="linear (SimBERT, RoFormer-Sim) or tanh (Google BERT)."),
     pooling: str | None = typer.Option(None, "--pooling", help="Default pooling saved with the model (default: pooler)."),
     max_seq_length: int = typer.Option(64, "--max-seq-length", help="Default token limit saved with the model."),
-    dtype: str = typer.Option("fp32", "--dtype", help="Storage dtype: fp32 or fp16."),
+    save_dtype: str = typer.Option("fp32", "--save-dtype", help="Storage dtype of the weights: fp32, or fp16 (half the size)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUTPUT if it exists."),
 ) -> None:
     from simkit.models.bert4keras import convert_bert4keras
@@ -45,7 +45,7 @@ def bert4keras(
     model, tok, info = convert_bert4keras(
         ckpt_dir, output, checkpoint=checkpoint, backbone=backbone, keep_tokens=keep_tokens,
         pooler_activation=pooler_activation, pooling=pooling, max_seq_length=max_seq_length,
-        overwrite=overwrite, dtype=dtype,
+        overwrite=overwrite, dtype=save_dtype,
     )
     echo_json({"output": str(output), "backbone": info.backbone, "naming": info.extra["naming"],
                "vocab_size": tok.vocab_size, "keep_tokens": info.extra["keep_tokens"],

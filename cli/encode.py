@@ -32,6 +32,7 @@ shift), .jsonl (an object a line; --text-field, --id-field) or .tsv/.csv (a head
 row; --text-field names the column). Ids default to the line number. The file is
 streamed twice (check and count, then encode), so a corpus larger than memory works.
 
+\b
 Example:  simkit encode faq.txt -o emb/     (then: simkit index build emb/ -o idx/)
 """
 

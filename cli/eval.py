@@ -11,11 +11,11 @@ import typer
 
 from simkit.errors import InputError
 
-from .common import handle_errors, log, progress_enabled, refuse_existing
+from .common import THREADS_HELP, handle_errors, log, progress_enabled, refuse_existing, sub_app
 
 
 def register(app: typer.Typer) -> None:
-    eval_app = typer.Typer(help="Evaluate encoders on benchmarks.", no_args_is_help=True)
+    eval_app = sub_app("Evaluate encoders on benchmarks.")
     eval_app.command("sts", help=STS_HELP)(handle_errors(sts))
     app.add_typer(eval_app, name="eval")
 
@@ -30,6 +30,7 @@ gets MTEB-style JSON per task, a manifest (versions, data sha256, protocol) and 
 DATA-DIR holds DIR/<TASK>/<TASK>.<split>.data (senteval_cn) or local C-MTEB copies
 (DIR/ATEC/, DIR/STSB/ … with parquet / jsonl / csv, or a `datasets` save_to_disk folder).
 
+\b
 Examples:
   simkit eval sts --model tfidf --data-dir data/chinese-sts -o results/tfidf
   simkit eval sts -m my-model --whitening 0,full,256 --jl 128 --baseline tfidf -d D -o results/m
@@ -42,7 +43,8 @@ def _split_list(values: list[str] | None) -> list[str]:
 
 
 def sts(
-    model: list[str] | None = typer.Option(None, "--model", "-m", help="Model dir / hub id, repeatable or comma-separated; 'tfidf' is the weight-free baseline."),
+    model: list[str] | None = typer.Option(None, "--model", "-m", help="Model dir / hub id, repeatable or comma-separated; 'tfidf' is the weight-free baseline. "
+                                         "[default: $SIMKIT_MODEL, else the bundled model]"),
     data_dir: Path = typer.Option(..., "--data-dir", "-d", help="senteval_cn or C-MTEB directory."),
     output: Path = typer.Option(..., "--output", "-o", help="Report directory (created atomically)."),
     tasks: str = typer.Option("ATEC,BQ,LCQMC,PAWSX,STS-B", "--tasks", help="Comma-separated tasks."),
@@ -54,8 +56,8 @@ def sts(
     baseline: str | None = typer.Option(None, "--baseline", help="Add a weight-free baseline row: tfidf."),
     max_seq_length: str | None = typer.Option(None, "--max-seq-length", help="Token limit: N for all tasks, or TASK=N,... overrides (default 64, PAWSX 128)."),
     batch_size: int = typer.Option(32, "--batch-size", "-b", min=1),
-    dtype: str = typer.Option("fp32", "--dtype", help="fp32 or bf16."),
-    threads: int | None = typer.Option(None, "--threads", help="torch intra-op threads."),
+    dtype: str = typer.Option("fp32", "--dtype", help="Compute dtype: fp32 or bf16."),
+    threads: int | None = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
     seed: int = typer.Option(0, "--seed", help="Seed of the JL projections and of the bootstrap."),
     bootstrap: int = typer.Option(0, "--bootstrap", min=0, help="Resample each task's pairs N times (e.g. 1000) for 95 % intervals of every score and of the average; the same resamples for every row, so rows compare paired."),
     limit: int | None = typer.Option(None, "--limit", min=2, help="Only the first N pairs of each split (quick runs)."),
@@ -70,13 +72,15 @@ def sts(
 
     refuse_existing(output, overwrite)
     names = _split_list(model)
+    if not names:  # like every other command: $SIMKIT_MODEL, else the bundled model
+        from simkit.encoder import default_model_path
+
+        names = [default_model_path()]
     if baseline is not None:
         if baseline != TFIDF:
             raise InputError(f"unknown baseline {baseline!r}; expected one of: {TFIDF}")
         names.append(TFIDF)
     names = list(dict.fromkeys(names))
-    if not names:
-        raise InputError("no model given; pass --model M (or --model tfidf for the weight-free baseline)")
     config = GridConfig(
         tasks=_split_list([tasks]), splits=_split_list([split]), poolings=_split_list([pooling]),
         transforms=parse_transforms(whitening, _split_list([jl]) if jl else ()), fit_on=fit_on,

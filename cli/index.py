@@ -16,6 +16,7 @@ from .common import (
     make_pipeline,
     progress_enabled,
     refuse_existing,
+    sub_app,
 )
 
 PRESET_HELP = "flat (exact), ivf, hnsw, ivfpq, or lsh (SimHash + re-rank). [default: flat]"
@@ -26,6 +27,7 @@ the pipeline that made it), a corpus file (.txt .jsonl .tsv .csv, encoded with -
 or vectors from elsewhere: FILE.npy with --ids FILE, or a dir holding only embeddings.npy
 and ids.txt (such an index answers vector queries; text queries need --model).
 
+\b
 Examples:
   simkit index build emb/ --preset hnsw -o idx/
   simkit index build emb/ --transform white/ -o idx/     (whitening inside the index)
@@ -38,6 +40,7 @@ points at a moved copy of the same model (other weights are refused). Vectors (-
 FILE.npy) are in the index's input space. One JSON line per query on stdout:
 {"query": ..., "results": [{"id", "score", "text", "metadata"}, ...]}
 
+\b
 Example:  simkit index query idx/ "花呗怎么还款" -k 5
 """
 ADD_HELP = """Add the documents of an embedding dir or corpus file to an index.
@@ -45,12 +48,13 @@ ADD_HELP = """Add the documents of an embedding dir or corpus file to an index.
 A corpus is encoded by the index's pipeline; an embedding dir must come from the same
 pipeline. The index is locked while it changes and saved as a new version.
 
+\b
 Example:  simkit index add idx/ more.jsonl
 """
 
 
 def register(app: typer.Typer) -> None:
-    sub = typer.Typer(help="Build, query, grow and describe FAISS / LSH indexes.", no_args_is_help=True)
+    sub = sub_app("Build, query, grow and describe FAISS / LSH indexes.")
     sub.command("build", help=BUILD_HELP)(handle_errors(build))
     sub.command("query", help=QUERY_HELP)(handle_errors(query))
     sub.command("add", help=ADD_HELP)(handle_errors(add))

@@ -9,7 +9,7 @@ import typer
 
 from simkit.errors import InputError
 
-from .common import MODEL_HELP, echo_json, handle_errors, log, progress_enabled
+from .common import MODEL_HELP, THREADS_HELP, echo_json, handle_errors, log, progress_enabled
 
 
 def register(app: typer.Typer) -> None:
@@ -28,6 +28,7 @@ One JSON line per source on stdout:
 {"source": ..., "candidates": [{"text", "score", "cosine", "loglik"}, ...]}.
 Give TEXT, or --input FILE (.txt: a line a text; .jsonl/.tsv/.csv: --text-field).
 
+\b
 Example:  simkit paraphrase "花呗怎么还款" -n 50 -k 10 --seed 0 --rerank likelihood
 """
 
@@ -36,12 +37,15 @@ def paraphrase(
     text: str | None = typer.Argument(None, help="The source sentence (or use --input)."),
     input: Path | None = typer.Option(None, "--input", "-i", help="File of source texts."),
     model: str | None = typer.Option(None, "--model", "-m", help=MODEL_HELP),
-    n: int = typer.Option(20, "-n", help="Candidates sampled per source."),
-    k: int | None = typer.Option(None, "-k", help="Candidates kept after reranking (default: all)."),
+    n: int = typer.Option(20, "--num-samples", "-n", help="Candidates sampled per source."),
+    top_k: int | None = typer.Option(None, "--top-k", "-k", min=1, help="Candidates kept after reranking "
+                                     "(the hits). [default: all]"),
     top_p: float | None = typer.Option(0.95, "--top-p", help="Nucleus sampling mass (SimBERT: 0.95)."),
-    top_k: int | None = typer.Option(None, "--top-k", help="Sample among the K likeliest tokens."),
+    sample_top_k: int | None = typer.Option(None, "--sample-top-k", min=1, help="Sample among the K "
+                                            "likeliest tokens."),
     temperature: float = typer.Option(1.0, "--temperature", help="Softmax temperature; 0 = greedy."),
-    max_length: int | None = typer.Option(None, "--max-length", help="Max generated tokens (default: the model's max_seq_length)."),
+    max_new_tokens: int | None = typer.Option(None, "--max-new-tokens", min=1, help="Most tokens generated. "
+                                              "[default: the model's max_seq_length]"),
     seed: int | None = typer.Option(None, "--seed", help="Random seed (same seed, same output)."),
     no_repeat: int = typer.Option(0, "--no-repeat-ngram-size",
                                   help="Forbid any N-gram twice in one candidate (2 stops loops like 还款怎么还款); 0 = off."),
@@ -52,7 +56,7 @@ def paraphrase(
                                            help="Keep only candidates scoring at least this (cosine, or loglik in nats/token)."),
     fmt: str = typer.Option("auto", "--format", help="Input format: auto, txt, jsonl, tsv or csv."),
     text_field: str | None = typer.Option(None, "--text-field", help="JSON field / CSV column of the text."),
-    threads: int | None = typer.Option(None, "--threads", help="torch intra-op threads."),
+    threads: int | None = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
 ) -> None:
     from typing import get_args
 
@@ -79,8 +83,8 @@ def paraphrase(
             raise InputError(f"{where} is empty; expected a non-empty sentence")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # counted below instead
-            cands = para.similar(src, n=n, k=k or n, top_k=top_k, top_p=top_p,
-                                 temperature=temperature, max_length=max_length,
+            cands = para.similar(src, n=n, top_k=top_k or n, sample_top_k=sample_top_k, top_p=top_p,
+                                 temperature=temperature, max_new_tokens=max_new_tokens,
                                  seed=None if seed is None else seed + i, no_repeat_ngram_size=no_repeat,
                                  encoder_repetition_penalty=erp, rerank=rerank, min_score=min_score)
         truncated += para.last_generate_info_.get("truncated", 0)

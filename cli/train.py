@@ -7,14 +7,11 @@ from pathlib import Path
 
 import typer
 
-from .common import echo_json, handle_errors
+from .common import echo_json, handle_errors, sub_app
 
 log = logging.getLogger("simkit.cli")
 
-train_app = typer.Typer(
-    help="Train SimBERT / RoFormer-Sim models (UniLM seq2seq + contrastive) or fine-tune with CoSENT.",
-    no_args_is_help=True,
-)
+train_app = sub_app("Train SimBERT / RoFormer-Sim models (UniLM seq2seq + contrastive) or fine-tune with CoSENT.")
 
 
 def register(app: typer.Typer) -> None:
@@ -45,38 +42,16 @@ def _common(
     **cfg,
 ) -> None:
     from simkit.encoder import Encoder
-    from simkit.errors import InputError
-    from simkit.models.checkpoint import ModelInfo, load_model
-    from simkit.models.factory import build_vocab, extend_vocab, new_model, stack_layers
     from simkit.train.data import load_training_files
+    from simkit.train.setup import build_model
     from simkit.train.trainer import TrainConfig, Trainer
 
     positives, labelled = load_training_files(data, graded_threshold=graded_threshold)
     texts = [t for a, b in positives for t in (a, b)] + [t for p in labelled for t in (p.a, p.b)]
-    if extend and not init:
-        raise InputError("--extend-vocab grows the vocabulary of an --init model; from scratch the "
-                         "vocabulary is built from the training text anyway")
-    if stack is not None and not init:
-        raise InputError("--stack-layers deepens an --init model; from scratch use --num-layers")
-    if init:
-        model, tok, info = load_model(init)
-        info.max_seq_length = max_seq_length
-        if extend:
-            model, tok, added = extend_vocab(model, tok, texts, min_freq=vocab_min_freq)
-            log.info("--extend-vocab: added %d tokens that %s maps to [UNK]: %s", len(added), init,
-                     " ".join(added[:30]) + (" …" if len(added) > 30 else ""))
-        if stack is not None:
-            n_old = model.config.num_hidden_layers
-            model = stack_layers(model, stack)
-            log.info("--stack-layers: %d layers from %s's %d (layer i starts as layer i %% %d)",
-                     stack, init, n_old, n_old)
-    else:
-        vocab = build_vocab(texts, min_freq=vocab_min_freq)
-        model, tok = new_model(backbone, vocab, seed=cfg["seed"], hidden_size=hidden_size,
-                               num_layers=num_layers, num_heads=num_heads,
-                               max_position=max(512, max_seq_length))
-        info = ModelInfo(backbone, pooling="pooler", max_seq_length=max_seq_length,
-                         source=f"simkit train {cfg['objective']} (from scratch)")
+    model, tok, info = build_model(texts, init=init, backbone=backbone, hidden_size=hidden_size,
+                                   num_layers=num_layers, num_heads=num_heads, max_seq_length=max_seq_length,
+                                   vocab_min_freq=vocab_min_freq, extend_vocab_=extend, stack_layers=stack,
+                                   seed=cfg["seed"], source=f"simkit train {cfg['objective']} (from scratch)")
     config = TrainConfig(max_seq_length=max_seq_length, **cfg)
     evaluator = _valid_evaluator(valid) if valid else None
     teacher_enc = Encoder(teacher) if teacher else None
@@ -89,22 +64,9 @@ def _common(
 
 
 def _valid_evaluator(files: list[Path]):
-    """Score the valid files through the eval harness: main_score = mean Spearman x 100."""
-    import numpy as np
-    from simkit_eval.data import read_pairs_tsv
-    from simkit_eval.scoring import sts_scores
+    from simkit_eval.evaluator import pairs_evaluator
 
-    sets = {f.name: read_pairs_tsv(f, task=f.stem, split="valid", header=False) for f in files}
-
-    def evaluate(encoder) -> dict:
-        scores = {}
-        for name, ds in sets.items():
-            a = encoder.encode(ds.sentences1, batch_size=64, show_progress_bar=False)
-            b = encoder.encode(ds.sentences2, batch_size=64, show_progress_bar=False)
-            scores[name] = sts_scores(a, b, ds.labels, distances=False)["main_score"] * 100
-        return {"main_score": float(np.mean(list(scores.values()))), **scores}
-
-    return evaluate
+    return pairs_evaluator(files)
 
 
 def _options(objective: str):

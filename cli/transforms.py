@@ -9,14 +9,14 @@ import typer
 
 from simkit.errors import InputError
 
-from .common import echo_json, handle_errors, progress_enabled, refuse_existing
+from .common import echo_json, handle_errors, progress_enabled, refuse_existing, sub_app
 
 
 def register(app: typer.Typer) -> None:
-    whiten = typer.Typer(help="BERT-whitening: fit on an embedding dir, apply to one.", no_args_is_help=True)
+    whiten = sub_app("BERT-whitening: fit on an embedding dir, apply to one.")
     whiten.command("fit", help=WHITEN_FIT_HELP)(handle_errors(whiten_fit))
     whiten.command("apply", help=APPLY_HELP)(handle_errors(apply))
-    project = typer.Typer(help="Johnson-Lindenstrauss random projection: fit, apply.", no_args_is_help=True)
+    project = sub_app("Johnson-Lindenstrauss random projection: fit, apply.")
     project.command("fit", help=PROJECT_FIT_HELP)(handle_errors(project_fit))
     project.command("apply", help=APPLY_HELP)(handle_errors(apply))
     app.add_typer(whiten, name="whiten")
@@ -29,6 +29,7 @@ The moments are accumulated in float64 block by block from the memory-mapped
 vectors, so the matrix is never loaded whole; --streaming goes through partial_fit
 --chunk-size rows at a time. JSON summary on stdout.
 
+\b
 Example:  simkit whiten fit emb/ --n-components 256 -o w256/
 """
 
@@ -38,6 +39,7 @@ PROJECT_FIT_HELP = """Draw a random projection for EMB_DIR's dimension and save 
 and --eps (refused when that is not below the input dimension). The matrix is saved,
 never re-drawn.
 
+\b
 Example:  simkit project fit emb/ --n-components 256 --kind sparse --seed 0 -o jl/
 """
 
@@ -46,6 +48,7 @@ APPLY_HELP = """Apply the saved transform T_DIR to EMB_DIR and write a new embed
 OUT keeps the ids; its pipeline is EMB_DIR's followed by the transform, so an index
 built from OUT encodes and transforms text queries exactly like its vectors.
 
+\b
 Example:  simkit whiten apply w256/ emb/ -o emb256/
 """
 

@@ -11,6 +11,7 @@ __version__ = "0.1.0"
 # Lazy: `import simkit` (and the CLI's --help) must not pay for importing torch.
 _EXPORTS = {
     "Encoder": "simkit.encoder",
+    "Pipeline": "simkit.pipeline",
     "Paraphraser": "simkit.generate",
     "VectorIndex": "simkit.index",
     "LSHIndex": "simkit.index",

@@ -215,41 +215,41 @@ class Paraphraser:
                 x[j + 1] = self.tokenizer.mask_token_id  # +1: skip [CLS]
         return ids
 
-    def _limits(self, ids: list[list[int]], max_length: int | None, n: int) -> int:
+    def _limits(self, ids: list[list[int]], max_new_tokens: int | None, n: int) -> int:
         if not isinstance(n, (int, np.integer)) or n < 1:
             raise InputError(f"n={n!r}; expected an integer >= 1 (samples per text)")
-        max_length = self.max_seq_length if max_length is None else max_length
-        if not isinstance(max_length, (int, np.integer)) or max_length < 1:
-            raise InputError(f"max_length={max_length!r}; expected an integer >= 1")
+        max_new_tokens = self.max_seq_length if max_new_tokens is None else max_new_tokens
+        if not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 1:
+            raise InputError(f"max_new_tokens={max_new_tokens!r}; expected an integer >= 1")
         max_pos = self.model.config.max_position_embeddings
         longest = max(len(x) for x in ids)
-        if longest + max_length > max_pos:
+        if longest + max_new_tokens > max_pos:
             raise InputError(
-                f"source ({longest} tokens) + max_length={max_length} exceeds the model's "
-                f"{max_pos} positions; lower max_length or max_seq_length"
+                f"source ({longest} tokens) + max_new_tokens={max_new_tokens} exceeds the model's "
+                f"{max_pos} positions; lower max_new_tokens or max_seq_length"
             )
-        return int(max_length)
+        return int(max_new_tokens)
 
     # -- generation ----------------------------------------------------------------------
     def generate_ids(
         self,
         texts: Sequence[str],
         n: int = 1,
-        top_k: int | None = None,
+        sample_top_k: int | None = None,
         top_p: float | None = None,
         temperature: float = 1.0,
-        max_length: int | None = None,
+        max_new_tokens: int | None = None,
         seed: int | None = None,
         mask_idxs: Sequence[int] | None = None,
         no_repeat_ngram_size: int = 0,
         encoder_repetition_penalty: float = 1.0,
     ) -> list[list[list[int]]]:
         """Token ids (no [SEP]) of n samples per text: ``out[i][s]``. See :meth:`generate`."""
-        cfg = SamplingConfig(top_k, top_p, temperature, no_repeat_ngram_size,
+        cfg = SamplingConfig(sample_top_k, top_p, temperature, no_repeat_ngram_size,
                              encoder_repetition_penalty)
         cfg.check()
         src = self._source_ids(texts, mask_idxs)
-        max_new = self._limits(src, max_length, n)
+        max_new = self._limits(src, max_new_tokens, n)
         dev = self.encoder.device
         gen = torch.Generator(device=dev)
         gen.manual_seed(int(seed) if seed is not None else int(torch.seed()))
@@ -307,10 +307,10 @@ class Paraphraser:
         self,
         texts: str | Sequence[str],
         n: int = 1,
-        top_k: int | None = None,
+        sample_top_k: int | None = None,
         top_p: float | None = None,
         temperature: float = 1.0,
-        max_length: int | None = None,
+        max_new_tokens: int | None = None,
         seed: int | None = None,
         mask_idxs: Sequence[int] | None = None,
         no_repeat_ngram_size: int = 0,
@@ -318,8 +318,8 @@ class Paraphraser:
     ) -> list[list[str]]:
         """n sampled paraphrases per text: a list (one per text) of n strings.
 
-        ``top_k`` / ``top_p`` / ``temperature`` shape the sampling (``temperature=0`` is
-        greedy); ``max_length`` caps the generated tokens (default: the model's
+        ``sample_top_k`` / ``top_p`` / ``temperature`` shape the sampling (``temperature=0`` is
+        greedy); ``max_new_tokens`` caps the generated tokens (default: the model's
         max_seq_length); ``mask_idxs`` replaces those token positions of every source
         (0 = first token after [CLS]) by [MASK] first, as RoFormer-Sim allows;
         ``no_repeat_ngram_size`` forbids repeated n-grams in an output;
@@ -327,7 +327,7 @@ class Paraphraser:
         :class:`SamplingConfig`). The same inputs and ``seed`` give the same outputs.
         """
         texts = [texts] if isinstance(texts, str) else texts
-        ids = self.generate_ids(texts, n, top_k, top_p, temperature, max_length, seed, mask_idxs,
+        ids = self.generate_ids(texts, n, sample_top_k, top_p, temperature, max_new_tokens, seed, mask_idxs,
                                 no_repeat_ngram_size, encoder_repetition_penalty)
         return [[self.tokenizer.decode(x) for x in samples] for samples in ids]
 
@@ -342,11 +342,11 @@ class Paraphraser:
         self,
         text: str,
         n: int = 100,
-        k: int = 20,
-        top_k: int | None = None,
+        top_k: int = 20,
+        sample_top_k: int | None = None,
         top_p: float | None = 0.95,
         temperature: float = 1.0,
-        max_length: int | None = None,
+        max_new_tokens: int | None = None,
         seed: int | None = None,
         mask_idxs: Sequence[int] | None = None,
         batch_size: int = 64,
@@ -355,8 +355,8 @@ class Paraphraser:
         rerank: Rerank = "cosine",
         min_score: float | None = None,
     ) -> list[dict]:
-        """SimBERT's ``gen_synonyms``: sample n, drop duplicates and the source, keep the k
-        best (at most; those with ``score >= min_score`` if given).
+        """SimBERT's ``gen_synonyms``: sample n, drop duplicates and the source, keep the
+        ``top_k`` best (at most; those with ``score >= min_score`` if given).
 
         ``rerank='cosine'`` (SimBERT's) ranks by the cosine of the model's own sentence
         vectors to the source; ``'likelihood'`` by ``loglik``, the mean of the seq2seq
@@ -368,11 +368,11 @@ class Paraphraser:
             raise InputError(f"similar() takes one text (str); got {type(text).__name__}")
         if not isinstance(n, (int, np.integer)) or n < 1:
             raise InputError(f"n={n!r}; expected an integer >= 1 (candidates to sample)")
-        if not isinstance(k, (int, np.integer)) or k < 1:
-            raise InputError(f"k={k!r}; expected an integer >= 1 (candidates to keep)")
+        if not isinstance(top_k, (int, np.integer)) or top_k < 1:
+            raise InputError(f"top_k={top_k!r}; expected an integer >= 1 (candidates to keep)")
         if rerank not in get_args(Rerank):
             raise InputError(f"rerank={rerank!r}; expected one of {', '.join(get_args(Rerank))}")
-        cands = self.generate([text], n, top_k, top_p, temperature, max_length, seed, mask_idxs,
+        cands = self.generate([text], n, sample_top_k, top_p, temperature, max_new_tokens, seed, mask_idxs,
                               no_repeat_ngram_size, encoder_repetition_penalty)[0]
         src_ids, _ = self.tokenizer.encode_batch([text], self.max_seq_length)
         drop = {text, self.tokenizer.decode(src_ids[0]), ""}
@@ -389,7 +389,7 @@ class Paraphraser:
         loglik = (fwd + bwd) / 2
         score = cosine if rerank == "cosine" else loglik
         order = [i for i in np.argsort(-score, kind="stable")
-                 if min_score is None or score[i] >= min_score][:k]
+                 if min_score is None or score[i] >= min_score][:top_k]
         return [{"text": unique[i], "score": float(score[i]), "cosine": float(cosine[i]),
                  "loglik": float(loglik[i])} for i in order]
 
@@ -398,7 +398,7 @@ def generate_uncached(
     model: SimBertModel,
     tokenizer: Tokenizer,
     source_ids: Sequence[int],
-    max_length: int,
+    max_new_tokens: int,
     cfg: SamplingConfig | None = None,
     generator: torch.Generator | None = None,
 ) -> list[int]:
@@ -416,7 +416,7 @@ def generate_uncached(
         favour = source_token_mask([source_ids], model.word_embeddings.shape[0], special_ids(tokenizer))
     out: list[int] = []
     with torch.inference_mode():
-        for t in range(max_length):
+        for t in range(max_new_tokens):
             ids = torch.tensor([list(source_ids) + out])
             types = torch.tensor([[0] * len(source_ids) + [1] * len(out)])
             hs = model(ids, torch.ones_like(ids), types, unilm=True, output_hidden_states=False)

@@ -130,7 +130,7 @@ def test_converted_simplified_model_generates(tmp_path):
     out = tmp_path / "m"
     convert_bert4keras(FIX / "tf_roformer_b4k", out)
     p = Paraphraser(str(out))
-    res = p.generate(["花呗怎么还款"], n=3, seed=0, max_length=5)
+    res = p.generate(["花呗怎么还款"], n=3, seed=0, max_new_tokens=5)
     assert len(res[0]) == 3
     with pytest.raises(InputError, match="no"):
         p.generate(["花呗"], mask_idxs=[0])

@@ -63,13 +63,14 @@ def test_model_grid_with_cache(tiny_bert_dir, data_dir, tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--model", "tfidf", "--tasks", "XX"], "no XX/XX.*.data files, and 'XX' is not a C-MTEB task (those are: ATEC, BQ, LCQMC, PAWSX, STS-B)"),
-    (["--tasks", "BQ"], "no model given"),
+    (["--tasks", "BQ", "-p", "cls", "-w", "0"], "SIMKIT_MODEL-is-missing: no such model directory"),  # the default
     (["--model", "tfidf", "--fit-on", "nope"], "--fit-on 'nope'"),
     (["--baseline", "bm25"], "unknown baseline 'bm25'"),
     (["--model", "tfidf", "--whitening", "0,x"], "--whitening (0, full or k): 'x' is not an integer"),
     (["--model", "tfidf", "--split", "train"], "ATEC.train.data: no such file; found for ATEC: ATEC.valid.data"),
 ])
-def test_errors_are_one_line_and_exit_1(data_dir, tmp_path, args, message):
+def test_errors_are_one_line_and_exit_1(data_dir, tmp_path, args, message, monkeypatch):
+    monkeypatch.setenv("SIMKIT_MODEL", "./SIMKIT_MODEL-is-missing")  # no --model: eval sts uses $SIMKIT_MODEL
     r = _run(*args, "-d", data_dir, "-o", tmp_path / "o", "--no-cache")
     assert r.exit_code == 1 and message in r.stderr and r.stderr.startswith("simkit: error: ")
     assert not (tmp_path / "o").exists()

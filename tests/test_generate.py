@@ -28,7 +28,7 @@ def para(request, tiny_bert_dir, tiny_roformer_dir):
 
 def test_greedy_cached_equals_full_recomputation(para):
     # Batched (sources of different lengths, right-padded) and cached vs one-at-a-time HF forward.
-    got = para.generate_ids(SOURCES, n=2, temperature=0, max_length=12)
+    got = para.generate_ids(SOURCES, n=2, temperature=0, max_new_tokens=12)
     src, _ = para.tokenizer.encode_batch(SOURCES, para.max_seq_length)
     for i, ids in enumerate(src):
         ref = generate_uncached(para.model, para.tokenizer, ids, 12)
@@ -44,14 +44,14 @@ def _ngrams(ids, n):
 @pytest.mark.parametrize("size", [1, 2])
 def test_no_repeat_ngram_size(para, size):
     # Random tiny models loop readily, so without the blocker some output repeats an n-gram.
-    free = para.generate_ids(SOURCES, n=6, temperature=1.0, max_length=24, seed=0)
+    free = para.generate_ids(SOURCES, n=6, temperature=1.0, max_new_tokens=24, seed=0)
     assert any(len(set(_ngrams(x, size))) < len(_ngrams(x, size)) for rows in free for x in rows)
-    got = para.generate_ids(SOURCES, n=6, temperature=1.0, max_length=24, seed=0, no_repeat_ngram_size=size)
+    got = para.generate_ids(SOURCES, n=6, temperature=1.0, max_new_tokens=24, seed=0, no_repeat_ngram_size=size)
     for rows in got:
         for x in rows:
             assert len(set(_ngrams(x, size))) == len(_ngrams(x, size)), x
     # the cached, batched decoder blocks exactly like the one-row reference (greedy: no sampling noise)
-    greedy = para.generate_ids(SOURCES, n=2, temperature=0, max_length=16, no_repeat_ngram_size=size)
+    greedy = para.generate_ids(SOURCES, n=2, temperature=0, max_new_tokens=16, no_repeat_ngram_size=size)
     src, _ = para.tokenizer.encode_batch(SOURCES, para.max_seq_length)
     for i, ids in enumerate(src):
         ref = generate_uncached(para.model, para.tokenizer, ids, 16,
@@ -88,9 +88,9 @@ def test_cached_logits_match_full_forward(para):
 
 
 def test_seed_determinism(para):
-    a = para.generate(SOURCES, n=4, top_p=0.9, seed=123, max_length=8)
-    b = para.generate(SOURCES, n=4, top_p=0.9, seed=123, max_length=8)
-    c = para.generate(SOURCES, n=4, top_p=0.9, seed=124, max_length=8)
+    a = para.generate(SOURCES, n=4, top_p=0.9, seed=123, max_new_tokens=8)
+    b = para.generate(SOURCES, n=4, top_p=0.9, seed=123, max_new_tokens=8)
+    c = para.generate(SOURCES, n=4, top_p=0.9, seed=124, max_new_tokens=8)
     assert a == b
     assert a != c
     assert len(a) == 3 and all(len(s) == 4 for s in a)
@@ -121,7 +121,7 @@ def test_sampling_filters():
 
 
 def test_similar_reranks_by_cosine(para):
-    res = para.similar("花呗怎么还款", n=16, k=5, seed=0, max_length=8)
+    res = para.similar("花呗怎么还款", n=16, top_k=5, seed=0, max_new_tokens=8)
     assert 1 <= len(res) <= 5
     scores = [r["score"] for r in res]
     assert scores == sorted(scores, reverse=True)
@@ -133,7 +133,7 @@ def test_similar_reranks_by_cosine(para):
 
 def test_mask_idxs(para):
     # Masked positions become [MASK] in the source: same as decoding the masked ids directly.
-    got = para.generate_ids(["花呗怎么还款"], n=1, temperature=0, max_length=6, mask_idxs=[0, 2])
+    got = para.generate_ids(["花呗怎么还款"], n=1, temperature=0, max_new_tokens=6, mask_idxs=[0, 2])
     src, _ = para.tokenizer.encode_batch(["花呗怎么还款"], 32)
     masked = list(src[0])
     masked[1] = masked[3] = para.tokenizer.mask_token_id
@@ -150,9 +150,9 @@ def test_bad_input(para, tiny_bert_dir):
     with pytest.raises(InputError, match="top_p"):
         para.generate(["花呗"], top_p=1.5)
     with pytest.raises(InputError, match="exceeds"):
-        para.generate(["花呗"], max_length=500)
+        para.generate(["花呗"], max_new_tokens=500)
     with pytest.warns(UserWarning, match="truncated"):
-        out = para.generate(["花呗怎么还款" * 20], n=1, max_length=4, seed=0)
+        out = para.generate(["花呗怎么还款" * 20], n=1, max_new_tokens=4, seed=0)
     assert para.last_generate_info_["truncated"] == 1 and len(out[0]) == 1
     model, tok, info = load_model(tiny_bert_dir)
     model.lm_head = None
@@ -165,6 +165,6 @@ def test_roformer_positions_matter(tiny_roformer_dir):
     p = Paraphraser(str(tiny_roformer_dir))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        alone = p.generate_ids([SOURCES[0]], n=1, temperature=0, max_length=10)[0]
-        batched = p.generate_ids(SOURCES, n=1, temperature=0, max_length=10)[0]
+        alone = p.generate_ids([SOURCES[0]], n=1, temperature=0, max_new_tokens=10)[0]
+        batched = p.generate_ids(SOURCES, n=1, temperature=0, max_new_tokens=10)[0]
     assert alone == batched

@@ -17,18 +17,18 @@ def _run(*args):
 
 def test_paraphrase_text_and_file(tiny_bert_dir, tmp_path):
     r = _run("paraphrase", "花呗怎么还款", "-n", 8, "-k", 3, "--model", tiny_bert_dir, "--seed", 1,
-             "--max-length", 6)
+             "--max-new-tokens", 6)
     assert r.exit_code == 0, r.output
     rec = json.loads(r.stdout.strip())
     assert rec["source"] == "花呗怎么还款" and 1 <= len(rec["candidates"]) <= 3
     assert {"text", "score", "cosine", "loglik"} == set(rec["candidates"][0])
     again = _run("paraphrase", "花呗怎么还款", "-n", 8, "-k", 3, "--model", tiny_bert_dir,
-                 "--seed", 1, "--max-length", 6)
+                 "--seed", 1, "--max-new-tokens", 6)
     assert again.stdout == r.stdout
     f = tmp_path / "in.txt"
     f.write_text("花呗怎么还款\n明天会下雨吗\n", encoding="utf-8")
     r = _run("paraphrase", "--input", f, "-n", 4, "--model", tiny_bert_dir, "--seed", 0,
-             "--max-length", 5)
+             "--max-new-tokens", 5)
     assert r.exit_code == 0, r.output
     lines = [json.loads(x) for x in r.stdout.strip().splitlines()]
     assert [x["source"] for x in lines] == ["花呗怎么还款", "明天会下雨吗"]
@@ -48,12 +48,12 @@ def test_paraphrase_bad_input(tiny_bert_dir):
 def test_paraphrase_no_repeat_ngram_size(tiny_bert_dir):
     from simkit.generate import Paraphraser
 
-    args = ("paraphrase", "花呗怎么还款", "-n", 16, "--model", tiny_bert_dir, "--seed", 0, "--max-length", 20)
+    args = ("paraphrase", "花呗怎么还款", "-n", 16, "--model", tiny_bert_dir, "--seed", 0, "--max-new-tokens", 20)
     r = _run(*args, "--no-repeat-ngram-size", 1)
     assert r.exit_code == 0, r.output
     got = json.loads(r.stdout)["candidates"]
     assert got != json.loads(_run(*args).stdout)["candidates"]
-    want = Paraphraser(str(tiny_bert_dir)).similar("花呗怎么还款", n=16, k=16, seed=0, max_length=20,
+    want = Paraphraser(str(tiny_bert_dir)).similar("花呗怎么还款", n=16, top_k=16, seed=0, max_new_tokens=20,
                                                    no_repeat_ngram_size=1)
     assert [c["text"] for c in got] == [c["text"] for c in want]
 

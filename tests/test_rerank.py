@@ -65,7 +65,7 @@ def test_log_likelihood_bad_input(para):
 
 
 def test_similar_rerank_likelihood(para):
-    kw = dict(n=16, k=16, seed=0, max_length=8)
+    kw = dict(n=16, top_k=16, seed=0, max_new_tokens=8)
     by_cos = para.similar("花呗怎么还款", **kw)
     by_ll = para.similar("花呗怎么还款", rerank="likelihood", **kw)
     assert {r["text"] for r in by_cos} == {r["text"] for r in by_ll}  # same candidates
@@ -103,9 +103,9 @@ def test_source_token_mask_skips_special(para):
 
 def test_encoder_repetition_penalty(para):
     # Cached batched decoding applies the penalty exactly like the one-row reference.
-    got = para.generate_ids(SOURCES, n=2, temperature=0, max_length=10, encoder_repetition_penalty=3.0)
+    got = para.generate_ids(SOURCES, n=2, temperature=0, max_new_tokens=10, encoder_repetition_penalty=3.0)
     src, _ = para.tokenizer.encode_batch(SOURCES, para.max_seq_length)
-    plain = para.generate_ids(SOURCES, n=1, temperature=0, max_length=10)
+    plain = para.generate_ids(SOURCES, n=1, temperature=0, max_new_tokens=10)
     for i, ids in enumerate(src):
         ref = generate_uncached(para.model, para.tokenizer, ids, 10,
                                 SamplingConfig(temperature=0, encoder_repetition_penalty=3.0))
@@ -121,7 +121,7 @@ def test_encoder_repetition_penalty(para):
 def test_paraphrase_cli_rerank(tiny_bert_dir):
     def run(*args):
         return CliRunner().invoke(app, ["-q", "paraphrase", "花呗怎么还款", "-n", 12, "--seed", 0,
-                                        "--max-length", 8, "--model", str(tiny_bert_dir), *map(str, args)])
+                                        "--max-new-tokens", 8, "--model", str(tiny_bert_dir), *map(str, args)])
     r = run("--rerank", "likelihood", "--min-score", -1e9)
     assert r.exit_code == 0, r.output
     cands = json.loads(r.stdout)["candidates"]

@@ -51,9 +51,9 @@ def test_stack_layers_copies_layers_in_order(tiny_model_dir, num_layers):
 def test_stacked_model_generates_the_same_before_and_after_saving(tiny_roformer_dir, tmp_path):
     model, tok, info = load_model(tiny_roformer_dir)
     deep = stack_layers(model, 4)
-    live = Paraphraser.from_model(deep, tok, info).generate_ids(SOURCES, n=2, temperature=0, max_length=12)
+    live = Paraphraser.from_model(deep, tok, info).generate_ids(SOURCES, n=2, temperature=0, max_new_tokens=12)
     save_model(deep, tok, info, tmp_path / "deep")
-    again = Paraphraser(tmp_path / "deep").generate_ids(SOURCES, n=2, temperature=0, max_length=12)
+    again = Paraphraser(tmp_path / "deep").generate_ids(SOURCES, n=2, temperature=0, max_new_tokens=12)
     assert live == again
 
 
