@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import click
 import typer
 
 from simkit.errors import InputError, SimkitError
@@ -20,6 +21,26 @@ log = logging.getLogger("simkit.cli")
 # Plain click help: rich's panels cut "[default: ...]" (read as markup) and re-flow examples.
 APP_SETTINGS = {"no_args_is_help": True, "rich_markup_mode": None,
                 "context_settings": {"help_option_names": ["-h", "--help"], "max_content_width": 80}}
+
+
+def choice(*values: str):
+    """A parser for an option with fixed values: a bad value is a usage error (exit 2) that
+    lists the valid ones."""
+
+    def parse(value: str) -> str:
+        if value not in values:
+            raise typer.BadParameter(f"{value!r}; expected one of: {', '.join(values)}")
+        return value
+
+    return parse
+
+
+FORMATS = ("auto", "txt", "jsonl", "tsv", "csv")
+
+
+def usage_error(message: str) -> click.UsageError:
+    """A usage error (exit 2), e.g. for options that exclude each other."""
+    return click.UsageError(message)
 
 
 def sub_app(help: str) -> typer.Typer:
@@ -37,6 +58,9 @@ def handle_errors(fn: Callable) -> Callable:
         except (SimkitError, ImportError) as e:
             typer.echo(f"simkit: error: {e}", err=True)
             raise typer.Exit(1) from None
+        except click.UsageError as e:  # options that exclude each other, found in the body
+            typer.echo(f"simkit: usage error: {e.format_message()}", err=True)
+            raise typer.Exit(2) from None
 
     return wrapper
 

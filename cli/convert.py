@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from .common import echo_json, handle_errors, sub_app
+from .common import choice, echo_json, handle_errors, sub_app
 
 convert_app = sub_app("Convert checkpoints from other toolkits into simkit model directories.")
 
@@ -34,10 +34,12 @@ def bert4keras(
     checkpoint: str | None = typer.Option(None, "--checkpoint", help="Checkpoint prefix if the directory holds several."),
     backbone: str | None = typer.Option(None, "--backbone", help="bert or roformer (default: from the checkpoint)."),
     keep_tokens: str | None = typer.Option(None, "--keep-tokens", help="JSON list of kept token ids, 'auto' or 'none'."),
-    pooler_activation: str = typer.Option("linear", "--pooler-activation", help="linear (SimBERT, RoFormer-Sim) or tanh (Google BERT)."),
+    pooler_activation: str = typer.Option("linear", "--pooler-activation", help="linear (SimBERT, RoFormer-Sim) or tanh (Google BERT).",
+                                          parser=choice("linear", "tanh")),
     pooling: str | None = typer.Option(None, "--pooling", help="Default pooling saved with the model (default: pooler)."),
     max_seq_length: int = typer.Option(64, "--max-seq-length", help="Default token limit saved with the model."),
-    save_dtype: str = typer.Option("fp32", "--save-dtype", help="Storage dtype of the weights: fp32, or fp16 (half the size)."),
+    save_dtype: str = typer.Option("fp32", "--save-dtype", help="Storage dtype of the weights (fp16: half the size).",
+                                   parser=choice("fp32", "fp16")),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUTPUT if it exists."),
 ) -> None:
     from simkit.models.bert4keras import convert_bert4keras

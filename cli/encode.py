@@ -9,8 +9,10 @@ import typer
 from simkit.pooling import POOLINGS
 
 from .common import (
+    FORMATS,
     MODEL_HELP,
     THREADS_HELP,
+    choice,
     echo_json,
     handle_errors,
     log,
@@ -42,8 +44,8 @@ def encode(
     output: Path = typer.Option(..., "--output", "-o", help="Embedding directory to write."),
     model: str | None = typer.Option(None, "--model", "-m", help=MODEL_HELP),
     pooling: str | None = typer.Option(None, "--pooling", "-p",
-                                       help=f"One of {', '.join(POOLINGS)}. [default: the model's]"),
-    fmt: str = typer.Option("auto", "--format", help="auto (from the suffix), txt, jsonl, tsv or csv."),
+                                       help="[default: the model's]", parser=choice(*POOLINGS)),
+    fmt: str = typer.Option("auto", "--format", help="auto: from the suffix.", parser=choice(*FORMATS)),
     text_field: str | None = typer.Option(None, "--text-field", help="JSON field / CSV column of the text "
                                           "[default: text]."),
     id_field: str | None = typer.Option(None, "--id-field", help="JSON field / CSV column of the id "
@@ -52,7 +54,7 @@ def encode(
     max_seq_length: int | None = typer.Option(None, "--max-seq-length", min=3, help="Token limit; longer "
                                               "texts are truncated and counted. [default: the model's]"),
     dtype: str = typer.Option("fp32", "--dtype", help="Compute dtype: fp32, or bf16 (faster on CPUs with "
-                              "AVX-512 bf16 / AMX)."),
+                              "AVX-512 bf16 / AMX).", parser=choice("fp32", "bf16")),
     normalize: bool = typer.Option(False, "--normalize", help="L2-normalise the vectors (a Normalize step "
                                    "in the pipeline)."),
     chunk_size: int = typer.Option(10000, "--chunk-size", min=1, help="Texts held in memory at once."),

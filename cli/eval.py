@@ -11,7 +11,15 @@ import typer
 
 from simkit.errors import InputError
 
-from .common import THREADS_HELP, handle_errors, log, progress_enabled, refuse_existing, sub_app
+from .common import (
+    THREADS_HELP,
+    choice,
+    handle_errors,
+    log,
+    progress_enabled,
+    refuse_existing,
+    sub_app,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -56,7 +64,7 @@ def sts(
     baseline: str | None = typer.Option(None, "--baseline", help="Add a weight-free baseline row: tfidf."),
     max_seq_length: str | None = typer.Option(None, "--max-seq-length", help="Token limit: N for all tasks, or TASK=N,... overrides (default 64, PAWSX 128)."),
     batch_size: int = typer.Option(32, "--batch-size", "-b", min=1),
-    dtype: str = typer.Option("fp32", "--dtype", help="Compute dtype: fp32 or bf16."),
+    dtype: str = typer.Option("fp32", "--dtype", help="Compute dtype.", parser=choice("fp32", "bf16")),
     threads: int | None = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
     seed: int = typer.Option(0, "--seed", help="Seed of the JL projections and of the bootstrap."),
     bootstrap: int = typer.Option(0, "--bootstrap", min=0, help="Resample each task's pairs N times (e.g. 1000) for 95 % intervals of every score and of the average; the same resamples for every row, so rows compare paired."),

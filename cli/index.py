@@ -6,17 +6,18 @@ from pathlib import Path
 
 import typer
 
-from simkit.errors import InputError
-
 from .common import (
+    FORMATS,
     MODEL_HELP,
     THREADS_HELP,
+    choice,
     echo_json,
     handle_errors,
     make_pipeline,
     progress_enabled,
     refuse_existing,
     sub_app,
+    usage_error,
 )
 
 PRESET_HELP = "flat (exact), ivf, hnsw, ivfpq, or lsh (SimHash + re-rank). [default: flat]"
@@ -66,10 +67,12 @@ def register(app: typer.Typer) -> None:
 def build(
     input: Path = typer.Argument(..., help="Embedding dir, corpus file, or vectors .npy."),
     output: Path = typer.Option(..., "--output", "-o", help="Index directory to write."),
-    preset: str | None = typer.Option(None, "--preset", help=PRESET_HELP),
+    preset: str | None = typer.Option(None, "--preset", help=PRESET_HELP,
+                                       parser=choice("flat", "ivf", "hnsw", "ivfpq", "lsh")),
     factory: str | None = typer.Option(None, "--factory", help="A FAISS factory string instead of --preset, "
                                        "e.g. 'IVF1024,PQ32'."),
-    metric: str = typer.Option("cosine", "--metric", help="cosine, ip or l2 (lsh: cosine or ip)."),
+    metric: str = typer.Option("cosine", "--metric", help="cosine, ip or l2 (lsh: cosine or ip).",
+                               parser=choice("cosine", "ip", "l2")),
     model: str | None = typer.Option(None, "--model", "-m", help=MODEL_HELP),
     transform: Path | None = typer.Option(None, "--transform", help="A saved transform dir (whiten / "
                                           "project fit) the index applies to corpus and queries."),
@@ -78,8 +81,9 @@ def build(
                                       "ids (same ids, same order)."),
     nbits: int = typer.Option(256, "--nbits", min=1, help="lsh: code length in bits."),
     lsh_mode: str = typer.Option("flat", "--lsh-mode", help="lsh: flat (scan all codes), ivf (scan the "
-                                 "lists nearest the query) or multihash (bucket lookup)."),
-    fmt: str = typer.Option("auto", "--format", help="Corpus format: auto, txt, jsonl, tsv, csv."),
+                                 "lists nearest the query) or multihash (bucket lookup).",
+                                 parser=choice("flat", "ivf", "multihash")),
+    fmt: str = typer.Option("auto", "--format", help="Corpus format.", parser=choice(*FORMATS)),
     text_field: str | None = typer.Option(None, "--text-field", help="JSON field / CSV column of the text."),
     id_field: str | None = typer.Option(None, "--id-field", help="JSON field / CSV column of the id."),
     batch_size: int = typer.Option(32, "--batch-size", "-b", min=1, help="Texts per forward pass."),
@@ -121,7 +125,7 @@ def query(
                                      "(its weights must match)."),
     nprobe: int | None = typer.Option(None, "--nprobe", min=1, help="IVF lists to probe (FAISS IVF, LSH ivf)."),
     ef_search: int | None = typer.Option(None, "--ef-search", min=1, help="HNSW search breadth (efSearch)."),
-    fmt: str = typer.Option("auto", "--format", help="--queries format: auto, txt, jsonl, tsv, csv."),
+    fmt: str = typer.Option("auto", "--format", help="--queries format.", parser=choice(*FORMATS)),
     text_field: str | None = typer.Option(None, "--text-field", help="JSON field / CSV column of the text."),
     batch_size: int = typer.Option(32, "--batch-size", "-b", min=1, help="Texts per forward pass."),
     threads: int | None = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
@@ -131,7 +135,7 @@ def query(
     from simkit.threads import configure_threads
 
     if sum(x is not None for x in (text, queries, vectors)) != 1:
-        raise InputError("give exactly one of: a query TEXT, --queries FILE, --vectors FILE.npy")
+        raise usage_error("give exactly one of: a query TEXT, --queries FILE, --vectors FILE.npy")
     idx = load_index(index, mmap=mmap)
     params = {k: v for k, v in (("nprobe", nprobe), ("efSearch", ef_search)) if v is not None}
     configure_threads(threads)
@@ -147,7 +151,7 @@ def add(
     texts: Path | None = typer.Option(None, "--texts", help="Corpus file giving the texts of an embedding "
                                       "dir's ids."),
     upsert: bool = typer.Option(False, "--upsert", help="Replace documents whose id is already in the index."),
-    fmt: str = typer.Option("auto", "--format", help="Corpus format: auto, txt, jsonl, tsv, csv."),
+    fmt: str = typer.Option("auto", "--format", help="Corpus format.", parser=choice(*FORMATS)),
     text_field: str | None = typer.Option(None, "--text-field", help="JSON field / CSV column of the text."),
     id_field: str | None = typer.Option(None, "--id-field", help="JSON field / CSV column of the id."),
     batch_size: int = typer.Option(32, "--batch-size", "-b", min=1, help="Texts per forward pass."),

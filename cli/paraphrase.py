@@ -9,7 +9,17 @@ import typer
 
 from simkit.errors import InputError
 
-from .common import MODEL_HELP, THREADS_HELP, echo_json, handle_errors, log, progress_enabled
+from .common import (
+    FORMATS,
+    MODEL_HELP,
+    THREADS_HELP,
+    choice,
+    echo_json,
+    handle_errors,
+    log,
+    progress_enabled,
+    usage_error,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -51,10 +61,11 @@ def paraphrase(
                                   help="Forbid any N-gram twice in one candidate (2 stops loops like 还款怎么还款); 0 = off."),
     erp: float = typer.Option(1.0, "--encoder-repetition-penalty",
                               help="> 1 favours the source's tokens while sampling (Hugging Face's knob); 1 = off."),
-    rerank: str = typer.Option("cosine", "--rerank", help="Rank candidates by: cosine or likelihood."),
+    rerank: str = typer.Option("cosine", "--rerank", help="Rank candidates by cosine or likelihood.",
+                               parser=choice("cosine", "likelihood")),
     min_score: float | None = typer.Option(None, "--min-score",
                                            help="Keep only candidates scoring at least this (cosine, or loglik in nats/token)."),
-    fmt: str = typer.Option("auto", "--format", help="Input format: auto, txt, jsonl, tsv or csv."),
+    fmt: str = typer.Option("auto", "--format", help="Input format.", parser=choice(*FORMATS)),
     text_field: str | None = typer.Option(None, "--text-field", help="JSON field / CSV column of the text."),
     threads: int | None = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
 ) -> None:
@@ -66,7 +77,7 @@ def paraphrase(
     if rerank not in get_args(Rerank):
         raise InputError(f"--rerank {rerank!r}; expected one of {', '.join(get_args(Rerank))}")
     if (text is None) == (input is None):
-        raise InputError("give either TEXT or --input FILE (exactly one)")
+        raise usage_error("give either TEXT or --input FILE (exactly one)")
     if text is not None:
         sources = [text]
     else:

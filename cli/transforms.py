@@ -9,7 +9,7 @@ import typer
 
 from simkit.errors import InputError
 
-from .common import echo_json, handle_errors, progress_enabled, refuse_existing, sub_app
+from .common import choice, echo_json, handle_errors, progress_enabled, refuse_existing, sub_app
 
 
 def register(app: typer.Typer) -> None:
@@ -96,7 +96,8 @@ def project_fit(
     output: Output,
     n_components: Annotated[str, typer.Option("--n-components", help="An int, or auto.")] = "auto",
     eps: Annotated[float, typer.Option("--eps", help="JL distortion for --n-components auto.")] = 0.1,
-    kind: Annotated[str, typer.Option("--kind", help="gaussian, sparse or orthogonal.")] = "gaussian",
+    kind: Annotated[str, typer.Option("--kind", help="The random matrix.",
+                                      parser=choice("gaussian", "sparse", "orthogonal"))] = "gaussian",
     seed: Annotated[int | None, typer.Option("--seed", help="Random seed (a reproducible draw).")] = None,
     normalize: Normalize = False,
     overwrite: Overwrite = False,

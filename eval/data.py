@@ -29,6 +29,7 @@ from typing import Literal
 import numpy as np
 
 from simkit.errors import InputError, check_choice
+from simkit.pairs import read_pair_lines
 
 TASKS: tuple[str, ...] = ("ATEC", "BQ", "LCQMC", "PAWSX", "STS-B")
 SPLITS: tuple[str, ...] = ("train", "valid", "test")
@@ -111,34 +112,22 @@ def read_pairs_tsv(path: str | os.PathLike, task: str = "pairs", split: str = "t
     ``header=None`` skips a first line whose third field is not a number (a column header).
     """
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such file")
-    s1, s2, labels, where, skipped_lines = [], [], [], [], []
-    skipped = n_lines = 0
-    with open(path, encoding="utf-8") as f:
-        try:
-            for n_lines, line in enumerate(f, 1):
-                fields = line.strip().split("\t")
-                if len(fields) != 3:
-                    skipped += 1
-                    if len(skipped_lines) < 5:
-                        skipped_lines.append(f"{path}:{n_lines}: {len(fields)} fields")
-                    continue
-                if n_lines == 1 and header is not False:
-                    try:
-                        float(fields[2])
-                    except ValueError:
-                        continue  # a header row
-                    if header:
-                        continue
-                labels.append(_label(fields[2], f"{path}:{n_lines}"))
-                s1.append(fields[0])
-                s2.append(fields[1])
-                where.append(f"{path}:{n_lines}")
-        except UnicodeDecodeError as e:
-            raise InputError(f"{path}:{n_lines + 1}: not UTF-8 ({e.reason})") from None
+    lines = read_pair_lines(path)
+    s1, s2, labels, where = [], [], [], []
+    for no, a, b, label in lines.rows:
+        if no == 1 and header is not False:
+            try:
+                float(label)
+            except ValueError:
+                continue  # a header row
+            if header:
+                continue
+        labels.append(_label(label, f"{path}:{no}"))
+        s1.append(a)
+        s2.append(b)
+        where.append(f"{path}:{no}")
     ds = PairDataset(task, split, s1, s2, np.asarray(labels, dtype=np.float64), str(path),
-                     sha256_file(path), n_lines, skipped, skipped_lines)
+                     sha256_file(path), lines.n_lines, lines.skipped, lines.skipped_lines)
     _check_labels(ds, where)
     return ds
 

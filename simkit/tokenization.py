@@ -13,7 +13,6 @@ WordPiece (the WoBERT recipe). jieba is an optional extra.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
@@ -23,7 +22,12 @@ from .errors import FormatError, InputError, check_choice
 PreTokenize = Literal["none", "jieba"]
 PRE_TOKENIZE_MODES = ("none", "jieba")
 
-_CJK = re.compile(r"[\u4e00-\u9fff]")
+def is_cjk(ch: str) -> bool:
+    """A CJK ideograph, by the ranges BERT's tokenizer splits into single characters."""
+    c = ord(ch)
+    return (0x4E00 <= c <= 0x9FFF or 0x3400 <= c <= 0x4DBF or 0x20000 <= c <= 0x2A6DF
+            or 0x2A700 <= c <= 0x2B73F or 0x2B740 <= c <= 0x2B81F or 0x2B820 <= c <= 0x2CEAF
+            or 0xF900 <= c <= 0xFAFF or 0x2F800 <= c <= 0x2FA1F)
 
 
 def _require_jieba():
@@ -155,7 +159,7 @@ class Tokenizer:
         for t in toks:
             if t.startswith("##"):
                 text += t[2:]
-            elif text and (not _CJK.match(t[0]) and not _CJK.match(text[-1])):
+            elif text and (not is_cjk(t[0]) and not is_cjk(text[-1])):
                 text += " " + t  # keep spaces between Latin words
             else:
                 text += t
@@ -164,5 +168,5 @@ class Tokenizer:
 
 def _looks_word_level(vocab: dict[str, int]) -> bool:
     """True when the vocabulary holds many multi-character Chinese words (WoBERT style)."""
-    n = sum(1 for t in vocab if len(t) > 1 and all(_CJK.match(c) for c in t))
+    n = sum(1 for t in vocab if len(t) > 1 and all(is_cjk(c) for c in t))
     return n > 1000

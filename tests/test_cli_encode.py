@@ -87,7 +87,8 @@ def test_encode_bad_input(tmp_path, tiny_bert_dir, content, args, message):
 
 def test_encode_unknown_pooling_and_missing_weights(tmp_path, corpus, tiny_bert_dir):
     res = runner.invoke(app, ["encode", str(corpus), "-m", str(tiny_bert_dir), "-p", "max", "-o", str(tmp_path / "o")])
-    assert res.exit_code == 1 and "expected one of: cls, pooler, last-avg, first-last-avg, mean" in res.stderr
+    # a bad option value is a usage error: exit 2 (issue 17), the valid values listed
+    assert res.exit_code == 2 and "expected one of: cls, pooler, last-avg, first-last-avg, mean" in res.stderr
     empty = tmp_path / "empty-model"
     empty.mkdir()
     res = runner.invoke(app, ["encode", str(corpus), "-m", str(empty), "-o", str(tmp_path / "o")])

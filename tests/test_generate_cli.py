@@ -40,7 +40,7 @@ def test_paraphrase_bad_input(tiny_bert_dir):
     r = _run("paraphrase", "花呗", "-n", 0, "--model", tiny_bert_dir)
     assert r.exit_code == 1 and "n=0" in r.stderr
     r = _run("paraphrase", "--model", tiny_bert_dir)
-    assert r.exit_code == 1 and "either TEXT or --input" in r.stderr
+    assert r.exit_code == 2 and "either TEXT or --input" in r.stderr  # a usage error (issue 17)
     r = _run("paraphrase", "花呗", "--no-repeat-ngram-size", -2, "--model", tiny_bert_dir)
     assert r.exit_code == 1 and "no_repeat_ngram_size=-2" in r.stderr
 

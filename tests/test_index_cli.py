@@ -101,7 +101,7 @@ def test_build_lsh_and_bad_index_dir(tmp_path, runner, tiny_bert_dir, texts):
     assert line["results"][0]["id"] == "1"
     res = run(runner, "index", "build", corpus, "--model", tiny_bert_dir, "--preset", "lsh", "--lsh-mode", "trees",
               "-o", tmp_path / "bad", ok=False)
-    assert res.exit_code == 1 and "'trees'" in res.stderr and "ivf" in res.stderr
+    assert res.exit_code == 2 and "'trees'" in res.stderr and "ivf" in res.stderr  # a usage error (issue 17)
     res = run(runner, "index", "build", corpus, "--model", tiny_bert_dir, "--preset", "ivf", "--lsh-mode", "ivf",
               "-o", tmp_path / "bad", ok=False)
     assert res.exit_code == 1 and "--lsh-mode 'ivf' applies to --preset lsh" in res.stderr

@@ -130,4 +130,4 @@ def test_paraphrase_cli_rerank(tiny_bert_dir):
     r = run("--rerank", "likelihood", "--min-score", 0)  # log-likelihoods are < 0
     assert r.exit_code == 0 and json.loads(r.stdout)["candidates"] == []
     r = run("--rerank", "bleu")
-    assert r.exit_code == 1 and "--rerank 'bleu'" in r.stderr and "likelihood" in r.stderr
+    assert r.exit_code == 2 and "'--rerank': 'bleu'" in r.stderr and "likelihood" in r.stderr  # usage error

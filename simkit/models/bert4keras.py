@@ -35,7 +35,7 @@ import torch
 
 from ..errors import FormatError, InputError, check_choice
 from ..fsutil import read_json
-from ..tokenization import Tokenizer
+from ..tokenization import Tokenizer, is_cjk
 from .checkpoint import ModelInfo, save_model
 from .simbert import SimBertModel
 from .tf_checkpoint import TFCheckpoint, resolve_prefix
@@ -66,11 +66,7 @@ _LAYER_NORMS = [
 
 
 # ------------------------------------------------------------------------ vocabulary
-def _is_cjk(ch: str) -> bool:
-    c = ord(ch)
-    return (0x4E00 <= c <= 0x9FFF or 0x3400 <= c <= 0x4DBF or 0x20000 <= c <= 0x2A6DF
-            or 0x2A700 <= c <= 0x2B73F or 0x2B740 <= c <= 0x2B81F or 0x2B820 <= c <= 0x2CEAF
-            or 0xF900 <= c <= 0xFAFF or 0x2F800 <= c <= 0x2FA1F)
+
 
 
 def _is_punct(ch: str) -> bool:
@@ -104,7 +100,7 @@ def simplified_keep_tokens(tokens: list[str], startswith=SIMPLIFIED_STARTSWITH) 
         if t in seen or index[t] != i:
             continue
         stem = t.removeprefix("##")
-        if len(t) > 1 and any(_is_cjk(c) or _is_punct(c) for c in stem):
+        if len(t) > 1 and any(is_cjk(c) or _is_punct(c) for c in stem):
             continue
         keep.append(i)
         seen.add(t)

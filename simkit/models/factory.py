@@ -15,14 +15,13 @@ from collections.abc import Iterable, Sequence
 import torch
 
 from ..errors import InputError, check_choice
-from ..tokenization import Tokenizer
+from ..tokenization import Tokenizer, is_cjk
 from .simbert import BACKBONES, SimBertModel
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
 
-def _is_cjk(ch: str) -> bool:
-    return "\u4e00" <= ch <= "\u9fff" or "\u3400" <= ch <= "\u4dbf"
+
 
 
 def build_vocab(
@@ -50,7 +49,7 @@ def build_vocab(
             if ch.isspace():
                 prev_word = False
                 continue
-            word_char = ch.isalnum() and not _is_cjk(ch)
+            word_char = ch.isalnum() and not is_cjk(ch)
             if word_char and prev_word:
                 cont["##" + ch] += 1
             else:

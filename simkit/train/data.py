@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import InputError
+from ..pairs import read_pair_lines
 
 log = logging.getLogger(__name__)
 
@@ -36,25 +37,15 @@ def read_pairs(path: str | Path) -> list[LabelledPair]:
     """Labelled pairs of a TSV file; bad lines are counted and logged, and a file without
     any good line is an error naming it."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such file")
-    out, skipped = [], 0
-    with open(path, encoding="utf-8", errors="strict") as f:
+    lines = read_pair_lines(path)
+    out = []
+    for no, a, b, label in lines.rows:
         try:
-            for no, line in enumerate(f, 1):
-                fields = line.strip().split("\t")
-                if len(fields) != 3:
-                    skipped += 1
-                    continue
-                try:
-                    label = float(fields[2])
-                except ValueError:
-                    raise InputError(f"{path}:{no}: label {fields[2]!r} is not a number") from None
-                out.append(LabelledPair(fields[0].strip(), fields[1].strip(), label))
-        except UnicodeDecodeError as e:
-            raise InputError(f"{path}: invalid UTF-8 after line {len(out) + skipped} ({e.reason})") from None
-    if skipped:
-        log.warning("%s: skipped %d lines without exactly 3 tab-separated fields", path, skipped)
+            out.append(LabelledPair(a.strip(), b.strip(), float(label)))
+        except ValueError:
+            raise InputError(f"{path}:{no}: label {label!r} is not a number") from None
+    if lines.skipped:
+        log.warning("%s: skipped %d lines without exactly 3 tab-separated fields", path, lines.skipped)
     if not out:
         raise InputError(f"{path}: no 'sentence1<TAB>sentence2<TAB>label' lines found")
     return out
