@@ -3,7 +3,7 @@
 Same random-weight model, same prompt, same seed and sampling (top-p 0.95). The naive peer
 is what SimBERT users run in a port without a cache: one sample at a time, the whole
 ``[CLS] src [SEP] out`` recomputed by the model's Hugging Face forward at every step
-(``simkit.generate.generate_uncached``). [SEP] is banned (bias -1e4) so every sample is
+(``simkit.decoding.generate_uncached``). [SEP] is banned (bias -1e4) so every sample is
 exactly --length tokens in both runs. transformers' ``generate`` is not compared: it decodes
 causal LMs (BertLMHeadModel with is_decoder=True masks the source causally too) and has no
 UniLM prefix-bidirectional mask, so it would run a different model.
@@ -20,9 +20,11 @@ import time
 
 import torch
 
-from simkit.generate import Paraphraser, SamplingConfig, generate_uncached
+from simkit.decoding import generate_uncached
+from simkit.generate import Paraphraser
 from simkit.models.checkpoint import ModelInfo
 from simkit.models.factory import build_vocab, new_model
+from simkit.sampling import SamplingConfig
 
 PROMPT = "花呗的还款日是每个月几号，可以提前还清吗"
 

@@ -1,6 +1,6 @@
 """How the next token is chosen when generating: the sampling knobs and logits processors.
 
-Used by both decoders in :mod:`simkit.generate` (the cached one and the reference one), so
+Used by both decoders in :mod:`simkit.decoding` (the cached one and the reference one), so
 they cannot disagree: greedy / top-k / top-p / temperature, the n-gram blocker and the
 encoder repetition penalty.
 

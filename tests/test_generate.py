@@ -7,15 +7,11 @@ import warnings
 import pytest
 import torch
 
+from simkit.decoding import CachedUniLM, generate_uncached
 from simkit.errors import InputError
-from simkit.generate import (
-    CachedUniLM,
-    Paraphraser,
-    SamplingConfig,
-    generate_uncached,
-    pick_tokens,
-)
+from simkit.generate import Paraphraser
 from simkit.models.checkpoint import load_model
+from simkit.sampling import SamplingConfig, pick_tokens
 
 SOURCES = ["花呗怎么还款", "明天会下雨吗", "一个男人在弹吉他，他们在海边散步"]
 

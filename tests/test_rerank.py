@@ -11,8 +11,9 @@ import torch
 from simkit_cli.app import app
 from typer.testing import CliRunner
 
+from simkit.decoding import CachedUniLM, generate_uncached
 from simkit.errors import InputError
-from simkit.generate import CachedUniLM, Paraphraser, generate_uncached
+from simkit.generate import Paraphraser
 from simkit.likelihood import log_likelihood
 from simkit.sampling import SamplingConfig, favour_tokens, source_token_mask, special_ids
 
