@@ -95,6 +95,9 @@ def sts(
         max_seq_length=parse_max_seq_length(max_seq_length), batch_size=batch_size, seed=seed,
         bootstrap=bootstrap, limit=limit, data_format=data_format, show_progress_bar=progress_enabled(),
     )
+    from simkit.threads import configure_threads
+
+    configure_threads(threads)
     specs = []
     for name in names:
         if name == TFIDF:

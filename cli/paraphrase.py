@@ -84,7 +84,9 @@ def paraphrase(
         sources = [r.text for r in read_corpus(input, fmt, text_field, None)]
         if not sources:
             raise InputError(f"{input}: no texts")
-    para = Paraphraser(model, num_threads=threads)
+    from simkit.threads import configure_threads
+
+    para = Paraphraser(model, num_threads=configure_threads(threads))
     from tqdm.auto import tqdm
 
     truncated = 0

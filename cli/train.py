@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from .common import echo_json, handle_errors, sub_app
+from .common import THREADS_HELP, echo_json, handle_errors, sub_app
 
 log = logging.getLogger("simkit.cli")
 
@@ -39,13 +39,16 @@ def _common(
     teacher: str | None,
     extend: bool = False,
     stack: int | None = None,
+    threads: int | None = None,
     **cfg,
 ) -> None:
     from simkit.encoder import Encoder
+    from simkit.threads import configure_threads
     from simkit.train.data import load_training_files
     from simkit.train.setup import build_model
     from simkit.train.trainer import TrainConfig, Trainer
 
+    configure_threads(threads)
     positives, labelled = load_training_files(data, graded_threshold=graded_threshold)
     texts = [t for a, b in positives for t in (a, b)] + [t for p in labelled for t in (p.a, p.b)]
     model, tok, info = build_model(texts, init=init, backbone=backbone, hidden_size=hidden_size,
@@ -101,6 +104,7 @@ def _options(objective: str):
         distill_weight: float = typer.Option(0.0, "--distill-weight"),
         seed: int = typer.Option(0, "--seed"),
         bf16: bool = typer.Option(False, "--bf16", help="bfloat16 autocast (CPU with AMX, or GPU)."),
+        threads: int | None = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
         checkpoint_every: int = typer.Option(500, "--checkpoint-every"),
         resume: Path | None = typer.Option(None, "--resume", help="Resume from a checkpoint dir or a run dir (latest)."),
         overwrite: bool = typer.Option(False, "--overwrite"),
@@ -110,7 +114,7 @@ def _options(objective: str):
                 objective=objective, batch_size=batch_size, cosent_batch_size=cosent_batch_size,
                 cosent_weight=cosent_weight, cosent_scope=cosent_scope, epochs=epochs, max_steps=max_steps, time_budget=time_budget,
                 lr=lr, warmup_ratio=warmup_ratio, mask_prob=mask_prob, distill_weight=distill_weight,
-                seed=seed, bf16=bf16, checkpoint_every=checkpoint_every)
+                seed=seed, bf16=bf16, checkpoint_every=checkpoint_every, threads=threads)
 
     return handle_errors(command)
 
