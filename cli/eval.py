@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import sys
-import time
 from pathlib import Path
 
 import typer
-
-from simkit.errors import InputError
 
 from .common import (
     THREADS_HELP,
     choice,
     handle_errors,
-    log,
     progress_enabled,
     refuse_existing,
     sub_app,
@@ -75,50 +70,20 @@ def sts(
     plot: bool | None = typer.Option(None, "--plot/--no-plot", help="PNG of score vs whitening dim (default: if matplotlib is installed)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it exists."),
 ) -> None:
-    from simkit_eval.baseline import NAME as TFIDF
-    from simkit_eval.grid import GridConfig, ModelSpec, parse_max_seq_length, parse_transforms
+    from simkit_eval.grid import GridConfig, parse_max_seq_length, parse_transforms
+    from simkit_eval.report import markdown_table
+    from simkit_eval.sts import model_specs, run_sts
+
+    from simkit.threads import configure_threads
 
     refuse_existing(output, overwrite)
-    names = _split_list(model)
-    if not names:  # like every other command: $SIMKIT_MODEL, else the bundled model
-        from simkit.encoder import default_model_path
-
-        names = [default_model_path()]
-    if baseline is not None:
-        if baseline != TFIDF:
-            raise InputError(f"unknown baseline {baseline!r}; expected one of: {TFIDF}")
-        names.append(TFIDF)
-    names = list(dict.fromkeys(names))
     config = GridConfig(
         tasks=_split_list([tasks]), splits=_split_list([split]), poolings=_split_list([pooling]),
         transforms=parse_transforms(whitening, _split_list([jl]) if jl else ()), fit_on=fit_on,
         max_seq_length=parse_max_seq_length(max_seq_length), batch_size=batch_size, seed=seed,
         bootstrap=bootstrap, limit=limit, data_format=data_format, show_progress_bar=progress_enabled(),
     )
-    from simkit.threads import configure_threads
-
-    configure_threads(threads)
-    specs = []
-    for name in names:
-        if name == TFIDF:
-            specs.append(ModelSpec(TFIDF))
-            continue
-        from simkit.encoder import Encoder
-
-        t0 = time.perf_counter()
-        specs.append(ModelSpec(name, Encoder(name, dtype=dtype, num_threads=threads)))
-        log.info("loaded %s in %.1fs", name, time.perf_counter() - t0)
-    from simkit_eval.cache import EmbeddingCache
-    from simkit_eval.grid import run_grid
-    from simkit_eval.report import markdown_table, write_report
-
-    default_cache = Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache") / "simkit" / "eval"
-    cache = EmbeddingCache(None if no_cache else (cache_dir or default_cache))
-    run = run_grid(specs, data_dir, config, cache)
-    for note in run.notes:
-        log.warning("note: %s", note)
-    write_report(run, output, argv=sys.argv, overwrite=overwrite, plot=plot)
-    log.info("wrote %s (%d scores, %.1fs; encoded %d sentences in %d passes, %d cache hits)",
-             output, len(run.cells), run.elapsed, run.cache["encoded"], run.cache["passes"], run.cache["hits"])
+    specs = model_specs(_split_list(model), baseline, dtype, configure_threads(threads))
+    run = run_sts(specs, data_dir, output, config, cache_dir, no_cache, plot, overwrite, argv=sys.argv)
     sys.stdout.write(markdown_table(run))
     sys.stdout.flush()
