@@ -10,6 +10,7 @@ import typer
 from .common import (
     THREADS_HELP,
     choice,
+    echo_json,
     handle_errors,
     progress_enabled,
     refuse_existing,
@@ -20,6 +21,7 @@ from .common import (
 def register(app: typer.Typer) -> None:
     eval_app = sub_app("Evaluate encoders on benchmarks.")
     eval_app.command("sts", help=STS_HELP)(handle_errors(sts))
+    eval_app.command("retrieval", help=RETRIEVAL_HELP)(handle_errors(retrieval))
     app.add_typer(eval_app, name="eval")
 
 
@@ -87,3 +89,41 @@ def sts(
     run = run_sts(specs, data_dir, output, config, cache_dir, no_cache, plot, overwrite, argv=sys.argv)
     sys.stdout.write(markdown_table(run))
     sys.stdout.flush()
+
+
+RETRIEVAL_HELP = """Pair retrieval on STS pair files: R@1, R@10 and MRR@100 (x 100).
+
+The corpus is every distinct sentence of a task split; each query is sentence 1 of a
+positive pair, and its relevant documents are the sentences it is positively paired with
+(the query itself is left out). Every model answers the same sampled queries; --baseline
+tfidf adds the weight-free character TF-IDF row. JSON on stdout.
+
+\b
+Example:  simkit eval retrieval -d data/chinese-sts --baseline tfidf
+"""
+
+
+def retrieval(
+    model: list[str] | None = typer.Option(None, "--model", "-m", help="Model dir / hub id, repeatable or "
+                                         "comma-separated. [default: $SIMKIT_MODEL, else the bundled model]"),
+    data_dir: Path = typer.Option(..., "--data-dir", "-d", help="senteval_cn or C-MTEB directory."),
+    tasks: str = typer.Option("ATEC,BQ,LCQMC", "--tasks", help="Comma-separated tasks."),
+    split: str = typer.Option("valid", "--split", help="Split(s), comma-separated."),
+    n_queries: int = typer.Option(2000, "--queries", min=1, help="Queries sampled per task split."),
+    baseline: str | None = typer.Option(None, "--baseline", help="Add a weight-free baseline row: tfidf."),
+    batch_size: int = typer.Option(64, "--batch-size", "-b", min=1, help="Texts per forward pass."),
+    dtype: str = typer.Option("fp32", "--dtype", help="Compute dtype.", parser=choice("fp32", "bf16")),
+    threads: int | None = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
+    seed: int = typer.Option(0, "--seed", help="Seed of the query sample."),
+    data_format: str = typer.Option("auto", "--data-format", help="auto, senteval or cmteb.",
+                                    parser=choice("auto", "senteval", "cmteb")),
+) -> None:
+    from simkit_eval.retrieval import run_retrieval
+    from simkit_eval.sts import model_specs
+
+    from simkit.threads import configure_threads
+
+    specs = model_specs(_split_list(model), baseline, dtype, configure_threads(threads))
+    rows = run_retrieval(specs, data_dir, _split_list([tasks]), _split_list([split]), n_queries, seed,
+                         data_format, batch_size)
+    echo_json({"results": rows})

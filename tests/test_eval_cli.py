@@ -118,3 +118,25 @@ def test_sentence_transformers_evaluator_agrees(tiny_bert_dir, data_dir):
         metrics = ev(Adapter(enc))
         assert cell.scores["cosine_spearman"] == pytest.approx(metrics["sts_spearman_cosine"], abs=1e-6)
         assert cell.scores["cosine_pearson"] == pytest.approx(metrics["sts_pearson_cosine"], abs=1e-6)
+
+
+def test_retrieval_scores_a_tiny_task(tmp_path, tiny_bert_dir):
+    """R@1 / MRR are computed on known rankings: TF-IDF finds exact-overlap partners first."""
+    from simkit_eval.data import read_pairs_tsv
+    from simkit_eval.retrieval import retrieval_queries, retrieval_scores
+
+    d = tmp_path / "T"
+    d.mkdir()
+    rows = ["花呗怎么还款\t花呗怎么还钱\t1", "借呗能提前还吗\t借呗提前还款\t1", "明天会下雨吗\t明天下雨吗\t1",
+            "花呗怎么还款\t明天会下雨吗\t0", "今天天气不错\t今天天气不错\t1"]
+    (d / "T.valid.data").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    q = retrieval_queries(read_pairs_tsv(d / "T.valid.data", task="T", split="valid"))
+    assert len(q.queries) == 3  # the identical pair has no other partner: skipped
+    tf = retrieval_scores("tfidf", q)
+    assert tf["n"] == 3 and tf["R@10"] == 100.0 and 0 < tf["MRR"] <= 100
+    res = CliRunner().invoke(app, ["eval", "retrieval", "-m", str(tiny_bert_dir), "-d", str(tmp_path),
+                                   "--tasks", "T", "--baseline", "tfidf"])
+    assert res.exit_code == 0, res.output
+    rows = json.loads(res.stdout)["results"]
+    assert [r["model"] for r in rows] == [str(tiny_bert_dir), "tfidf"]
+    assert rows[1]["MRR"] == pytest.approx(tf["MRR"]) and rows[0]["n"] == 3
