@@ -152,3 +152,15 @@ def test_cli_eval_mteb_needs_a_task(tmp_path):
 
     r = CliRunner().invoke(app, ["eval", "mteb", "-o", str(tmp_path / "o")])
     assert r.exit_code == 1 and r.stderr.startswith("simkit: error: no mteb task given")
+
+
+def test_resolve_tasks_by_name_and_benchmark():
+    """mteb's task registry is in the package: names resolve offline (the data come later)."""
+    from simkit_eval.mteb_model import resolve_tasks
+
+    assert [t.metadata.name for t in resolve_tasks(["ATEC", "STSB", "ATEC"])] == ["ATEC", "STSB"]
+    assert len(resolve_tasks([], "MTEB(cmn, v1)")) == 31
+    with pytest.raises(ValueError, match="unknown mteb task in \\['NOPE'\\]"):
+        resolve_tasks(["NOPE"])
+    with pytest.raises(ValueError, match="unknown mteb benchmark 'MTEB\\(nope\\)'"):
+        resolve_tasks([], "MTEB(nope)")
