@@ -55,8 +55,7 @@ class SimkitMtebModel(AbsEncoder):
     """
 
     def __init__(self, model: TextEncoder, name: str, *, revision: str | None = None,
-                 languages: Sequence[str] | None = ("cmn-Hans",), reference: str | None = None,
-                 **kwargs: Any):
+                 languages: Sequence[str] | None = ("cmn-Hans",), reference: str | None = None):
         if "/" not in name:
             raise InputError(f"mteb model name {name!r} must look like 'org/model'")
         self.model = model
