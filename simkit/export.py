@@ -65,7 +65,8 @@ def export_sentence_transformers(
         net, tok, info = load_model(model)
     pooling = pooling or info.pooling
     check_choice("pooling", pooling, EXPORT_POOLINGS)
-    source = info.source or str(model)
+    # The path or hub id the user named (info.source may be a free-text description).
+    source = str(getattr(model, "model_path", model))
     if tok.pre_tokenize != "none":
         raise InputError(f"{source}: pre_tokenize={tok.pre_tokenize!r} (jieba word segmentation before "
                          "WordPiece) cannot be expressed in sentence-transformers, whose tokenizer is "
@@ -123,7 +124,8 @@ def export_sentence_transformers(
                 save_file({k: v.detach().to("cpu", torch.float32).contiguous()
                            for k, v in spec["weights"].items()}, str(tmp / folder / "model.safetensors"))
         write_json(tmp / "modules.json", entries)
-        (tmp / "README.md").write_text(_card(source, pooling, max_len, modules), encoding="utf-8")
+        (tmp / "README.md").write_text(_card(source, info.backbone, pooling, max_len, modules),
+                                       encoding="utf-8")
     return Path(output)
 
 
@@ -191,9 +193,15 @@ def _tail_modules(transform, dim: int) -> list[tuple[str, str, dict]]:
     return out
 
 
-def _card(source: str, pooling: str, max_len: int, modules) -> str:
+def _card(source: str, backbone: str, pooling: str, max_len: int, modules) -> str:
     names = " → ".join(["Transformer", *(label for _, label, _ in modules)])
-    return (f"# {Path(source).name or source}\n\nExported by simkit {__version__} from `{source}` "
-            f"for sentence-transformers.\n\n- pooling: {pooling}\n- max_seq_length: {max_len}\n"
-            f"- modules: {names}\n- similarity: cosine\n\n```python\nfrom sentence_transformers "
-            "import SentenceTransformer\nmodel = SentenceTransformer(PATH)\n```\n")
+    card = (f"# {Path(source).name or source}\n\nExported by simkit {__version__} from `{source}` "
+            f"for sentence-transformers.\n\n- backbone: {backbone}\n- pooling: {pooling}\n"
+            f"- max_seq_length: {max_len}\n- modules: {names}\n- similarity: cosine\n\n"
+            "```python\nfrom sentence_transformers import SentenceTransformer\n"
+            "model = SentenceTransformer(PATH)\n```\n")
+    if backbone == "bert":
+        card += ("\nThe backbone is saved without BERT's own pooler, which sentence-transformers does "
+                 "not use; transformers reports `pooler.dense.*` as newly initialised when it loads "
+                 "the backbone, and that is expected.\n")
+    return card

@@ -140,3 +140,21 @@ def test_cli_export_sentence_transformers(tiny_bert_dir, tmp_path):
     assert again.exit_code == 1 and "already exists" in again.stderr
     bad = CliRunner().invoke(app, [*args[:5], "--max-seq-length", "1000", "--overwrite"])
     assert bad.exit_code == 1 and bad.stderr.startswith("simkit: error: max_seq_length=1000 is out of range")
+
+
+def test_bundled_trained_model_with_whitening_exports_exactly(tmp_path):
+    """A trained model (vectors vary ~1 per dimension): whitening needs no help to compare."""
+    from pathlib import Path
+
+    from simkit import assets
+
+    if not (assets.DEFAULT_MODEL / "config.json").is_file():
+        pytest.skip("no bundled default model in this checkout")
+    corpus_file = Path(assets.__file__).parent / "data" / "demo_corpus.txt"
+    corpus = [ln for ln in corpus_file.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    enc = Encoder(assets.default_model_dir())
+    X = enc.encode(corpus)
+    chain = Chain([Whitening(16), Normalize()]).fit(X)
+    out = export_sentence_transformers(enc, tmp_path / "st", transform=chain)
+    got = SentenceTransformer(str(out), device="cpu").encode(corpus, batch_size=8)
+    np.testing.assert_allclose(got, chain.transform(X), atol=1e-5, rtol=0)
