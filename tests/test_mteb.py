@@ -60,30 +60,48 @@ KEYS = ("cosine_spearman", "cosine_pearson", "euclidean_spearman", "euclidean_pe
         "manhattan_spearman", "manhattan_pearson")
 
 
-@pytest.fixture(scope="module")
-def mteb_scores(tiny_roformer_dir):
+def _mteb(enc: Encoder) -> dict:
     """mteb.evaluate's own scores (in memory: its result files round to 6 decimals)."""
-    enc = Encoder(tiny_roformer_dir, pooling="first-last-avg")
-    model = SimkitMtebModel(enc, "local/tiny-roformer", revision="test")
+    model = SimkitMtebModel(enc, "local/test", revision="test")
     assert isinstance(model, EncoderProtocol)
     res = mteb.evaluate(model, LocalSTS(), cache=None, show_progress_bar=False,
                         encode_kwargs={"batch_size": 8, "show_progress_bar": False})
     return res.task_results[0].scores["test"][0]
 
 
-def test_simkit_harness_equals_mteb_with_identical_pairs(mteb_scores, tiny_roformer_dir, tmp_path):
-    """`simkit eval sts`'s path (run_grid: distinct sentences encoded once) vs mteb, to 1e-6."""
+def _simkit(enc: Encoder, data_dir) -> dict:
+    """`simkit eval sts`'s path: run_grid, each distinct sentence encoded once."""
     from simkit_eval.grid import GridConfig, ModelSpec, parse_transforms, run_grid
 
-    write_task(tmp_path, "STS-B", "test", PAIRS)  # labels 0-5
-    enc = Encoder(tiny_roformer_dir, pooling="first-last-avg")
-    run = run_grid([ModelSpec("tiny", enc)], tmp_path,
-                   GridConfig(tasks=["STS-B"], splits=["test"], poolings=["first-last-avg"],
+    write_task(data_dir, "STS-B", "test", PAIRS)  # labels 0-5
+    run = run_grid([ModelSpec("m", enc)], data_dir,
+                   GridConfig(tasks=["STS-B"], splits=["test"], poolings=[enc.pooling],
                               transforms=parse_transforms("0")))
     (cell,) = run.cells
-    for key in KEYS:
-        assert cell.scores[key] == pytest.approx(mteb_scores[key], abs=1e-6), key
-    assert cell.scores["main_score"] == pytest.approx(mteb_scores["main_score"], abs=1e-6)
+    return cell.scores
+
+
+@pytest.fixture(scope="module")
+def mteb_scores(tiny_roformer_dir):
+    return _mteb(Encoder(tiny_roformer_dir, pooling="first-last-avg"))
+
+
+def test_simkit_harness_equals_mteb_with_identical_pairs(mteb_scores, tiny_roformer_dir, tmp_path):
+    ours = _simkit(Encoder(tiny_roformer_dir, pooling="first-last-avg"), tmp_path)
+    for key in (*KEYS, "main_score"):
+        assert ours[key] == pytest.approx(mteb_scores[key], abs=1e-6), key
+
+
+def test_bundled_trained_model_equals_mteb(tmp_path):
+    """A trained model (the bundled one, SimBERT pooler): measured within 4e-8 of mteb."""
+    from simkit import assets
+
+    if not (assets.DEFAULT_MODEL / "config.json").is_file():
+        pytest.skip("no bundled default model in this checkout")
+    enc = Encoder(assets.default_model_dir())
+    theirs, ours = _mteb(enc), _simkit(enc, tmp_path)
+    for key in (*KEYS, "main_score"):
+        assert ours[key] == pytest.approx(theirs[key], abs=1e-6), key
 
 
 def test_float64_noise_would_have_broken_the_ties(mteb_scores, tiny_roformer_dir):
