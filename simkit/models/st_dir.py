@@ -40,10 +40,6 @@ CHAIN = ("Transformer → [WeightedLayerPooling of the first and last layer] →
          "→ [Dense on CLS, identity or tanh] → [Normalize]")
 
 
-def is_st_dir(path: Path) -> bool:
-    return (path / "modules.json").is_file()
-
-
 def _kind(entry: dict) -> str:
     return str(entry.get("type", "")).rsplit(".", 1)[-1]  # old and new module paths alike
 
