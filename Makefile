@@ -7,11 +7,20 @@ TORCH := torch==2.13.0
 
 .PHONY: venv demo test test-fast lint bench-deps clean
 
+# Extras (dev: mteb, sentence-transformers) are installed against this file: the pinned torch
+# and the transformers that the base install chose. An extra that wants other versions then
+# fails the install loudly instead of silently swapping them (sentence-transformers[onnx]
+# would downgrade transformers to 4.57).
+CONSTRAINTS := $(VENV)/constraints.txt
+
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH)"
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q -e .
+	echo "$(TORCH)" > $(CONSTRAINTS)
+	$(BIN)/python -c "import transformers; print('transformers==' + transformers.__version__)" >> $(CONSTRAINTS)
+	$(BIN)/pip install -q -c $(CONSTRAINTS) -e ".[dev]"
 	touch $@
 
 venv: $(BIN)/.installed
@@ -29,7 +38,7 @@ test-fast: venv
 
 # The benchmark peer, without letting it replace the pinned torch.
 bench-deps: venv
-	$(BIN)/pip install -q -c bench/constraints.txt "sentence-transformers>=3"
+	$(BIN)/pip install -q -c bench/constraints.txt -c $(CONSTRAINTS) "sentence-transformers>=3"
 
 lint: venv
 	$(BIN)/ruff check simkit cli eval tests bench

@@ -14,6 +14,7 @@ import typer
 from . import convert as _convert
 from . import encode as _encode
 from . import eval as _eval
+from . import export as _export
 from . import index as _index
 from . import info as _info
 from . import paraphrase as _paraphrase
@@ -50,6 +51,7 @@ _eval.register(app)
 _train.register(app)
 _transforms.register(app)
 _convert.register(app)
+_export.register(app)
 _info.register(app)
 
 

@@ -12,6 +12,7 @@ from .common import (
     choice,
     echo_json,
     handle_errors,
+    log,
     progress_enabled,
     refuse_existing,
     sub_app,
@@ -22,6 +23,7 @@ def register(app: typer.Typer) -> None:
     eval_app = sub_app("Evaluate encoders on benchmarks.")
     eval_app.command("sts", help=STS_HELP)(handle_errors(sts))
     eval_app.command("retrieval", help=RETRIEVAL_HELP)(handle_errors(retrieval))
+    eval_app.command("mteb")(handle_errors(mteb_run))
     app.add_typer(eval_app, name="eval")
 
 
@@ -127,3 +129,52 @@ def retrieval(
     rows = run_retrieval(specs, data_dir, _split_list([tasks]), _split_list([split]), n_queries, seed,
                          data_format, batch_size)
     echo_json({"results": rows})
+
+
+def mteb_run(
+    model: str | None = typer.Option(None, "--model", "-m", help="Model dir / hub id (default: the bundled model)."),
+    output: Path = typer.Option(..., "--output", "-o", help="mteb's result folder: OUT/results/<name>/<revision>/<task>.json."),
+    tasks: str | None = typer.Option(None, "--tasks", help="mteb task names, comma-separated (e.g. ATEC,BQ,LCQMC,PAWSX,STSB)."),
+    benchmark: str | None = typer.Option(None, "--benchmark", help="An mteb benchmark, e.g. 'MTEB(cmn, v1)' (C-MTEB)."),
+    name: str | None = typer.Option(None, "--name", help="Model name in mteb's results, org/model (default: the hub id, or local/<dir name>)."),
+    pooling: str | None = typer.Option(None, "--pooling", "-p", help="Pooling (default: the model's)."),
+    max_seq_length: int | None = typer.Option(None, "--max-seq-length", min=3, help="Token limit (default: the model's)."),
+    batch_size: int = typer.Option(32, "--batch-size", "-b", min=1),
+    dtype: str = typer.Option("fp32", "--dtype", help="Compute dtype.", parser=choice("fp32", "bf16")),
+    threads: int | None = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
+    resume: bool = typer.Option(False, "--resume", help="Keep the results already in OUT; run only the missing tasks."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT's results for these tasks."),
+) -> None:
+    """Run mteb (e.g. all of C-MTEB) on a simkit model; mteb writes its own result files.
+
+    Task data come from the Hugging Face hub through mteb. A JSON summary
+    ({"results": {task: main_score}, "failed": {...}, "dir": ...}) goes to stdout; a task
+    that fails does not stop the others, but makes the exit code 1.
+
+    \b
+    Examples:
+      simkit eval mteb -m my-model --benchmark "MTEB(cmn, v1)" -o results/mteb
+      simkit eval mteb -m my-model --tasks ATEC,BQ,LCQMC,PAWSX,STSB -o results/sts
+    """
+    from simkit_eval.cache import model_fingerprint
+    from simkit_eval.mteb_model import SimkitMtebModel, mteb_name, resolve_tasks, run_mteb
+
+    from simkit.encoder import Encoder, default_model_path
+    from simkit.threads import configure_threads
+
+    if not resume:
+        refuse_existing(output, overwrite)
+    task_objs = resolve_tasks(_split_list([tasks]) if tasks else [], benchmark)
+    path = model or default_model_path()
+    enc = Encoder(path, pooling=pooling, max_seq_length=max_seq_length, dtype=dtype,
+                  num_threads=configure_threads(threads))
+    wrapped = SimkitMtebModel(enc, name or mteb_name(path), revision=model_fingerprint(enc))
+    log.info("mteb: %d task(s) on %s (revision %s)", len(task_objs), wrapped.mteb_model_meta.name,
+             wrapped.mteb_model_meta.revision)
+    summary = run_mteb(wrapped, task_objs, output, batch_size=batch_size, resume=resume,
+                       show_progress_bar=progress_enabled())
+    echo_json(summary)
+    for task, err in summary["failed"].items():
+        log.error("mteb: %s failed: %s", task, err)
+    if summary["failed"]:
+        raise typer.Exit(1)

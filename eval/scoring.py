@@ -5,8 +5,17 @@
 True
 
 Spearman is ``scipy.stats.spearmanr`` (ties get their average rank), as in the reference
-code (BERT-whitening ``compute_corrcoef``) and in MTEB / sentence-transformers, so the
-numbers are comparable to the published ones to the last digit.
+code (BERT-whitening ``compute_corrcoef``) and in MTEB / sentence-transformers. Ties stay
+ties: similarities are rounded to 12 significant digits before ranking (:func:`tie_round`).
+Two identical sentences have cosine 1 in exact arithmetic, but a float64 cosine spreads them
+over 1 ± 7e-16, and Spearman would rank them by that noise; mteb's float32 cosine gives them
+all exactly 1.0 (PAWSX has 74 such pairs: the noise moved its score by 1.8e-4). Rounding
+merges only what differs by less than 1e-12 relative, so real differences (a random model's
+cosines can differ by 1e-6, below float32's resolution) keep their order. On pairs with
+identical sentences the scores equal mteb 2.x's own STS evaluation to 1e-6
+(``tests/test_mteb.py``). They differ where distinct pairs' cosines lie within float32
+rounding of each other: mteb ties those as well (seen only on random-weight models, whose
+CLS cosines all lie within ~1e-6; measured up to 1.7e-3 there).
 """
 
 from __future__ import annotations
@@ -27,9 +36,29 @@ def _check(x: np.ndarray, y: np.ndarray) -> None:
         raise InputError(f"a correlation needs at least 2 pairs; got {x.size}")
 
 
+TIE_DIGITS = 12
+
+
+def tie_round(x, digits: int = TIE_DIGITS) -> np.ndarray:
+    """``x`` (float64) rounded to ``digits`` significant digits, so rounding noise makes ties.
+
+    >>> tie_round([0.9999999999999993, 1.0000000000000007]).tolist()   # [1.0, 1.0]
+
+    Rounding is monotone: it can merge values closer than ~1e-12 relative, never reorder them.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mag = np.floor(np.log10(np.abs(x)))
+    scale = 10.0 ** (digits - 1 - np.where(np.isfinite(mag), mag, 0))
+    return np.where(np.isfinite(x), np.round(x * scale) / scale, x)
+
+
 def spearman(x, y) -> float:
-    """Spearman's rho with average ranks for ties; NaN (with a warning) if either side is constant."""
-    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    """Spearman's rho with average ranks for ties; NaN (with a warning) if either side is constant.
+
+    Both sides go through :func:`tie_round` first (see module doc).
+    """
+    x, y = tie_round(x), tie_round(y)
     _check(x, y)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", stats.ConstantInputWarning)
@@ -94,7 +123,7 @@ def bootstrap_spearman(x, y, n_resamples: int = 1000,
     thousand pairs), so a score difference of a point or two can be noise; the interval says
     how much. A resample whose scores or labels are constant gives NaN.
     """
-    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    x, y = tie_round(x), tie_round(y)  # the same ties as spearman()
     _check(x, y)
     if n_resamples < 1:
         raise InputError(f"n_resamples must be >= 1; got {n_resamples}")

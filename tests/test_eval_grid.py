@@ -338,3 +338,16 @@ def test_missing_split_fails_before_any_encoding(enc, data_dir):
     with pytest.raises(InputError, match=r"PAWSX\.test\.data: no such file; found for PAWSX: PAWSX\.valid\.data"):
         run_grid([ModelSpec("tiny", enc)], data_dir, cfg, cache)
     assert cache.n_encoded_ == 0
+
+
+def test_tie_round_merges_rounding_noise_only():
+    from simkit_eval.scoring import tie_round
+
+    noise = [0.9999999999999993, 1.0, 1.0000000000000007, -2.5000000000000004, 0.0, float("nan")]
+    assert tie_round(noise)[:5].tolist() == [1.0, 1.0, 1.0, -2.5, 0.0] and np.isnan(tie_round(noise)[5])
+    rng = np.random.default_rng(0)
+    x = np.sort(rng.normal(size=1000) * 10.0 ** rng.integers(-5, 5, 1000))  # many magnitudes
+    assert (np.diff(tie_round(x)) >= 0).all()  # monotone: merges, never reorders
+    assert np.allclose(tie_round(x), x, rtol=1e-11, atol=0)
+    close = np.array([0.999999, 0.999998, 0.9999995])  # 1e-6 apart: kept apart, order kept
+    assert spearman(close, [2.0, 1.0, 3.0]) == 1.0

@@ -4,7 +4,8 @@ A **simkit model directory** holds ``config.json`` (format ``simkit-model``, ver
 ``model.safetensors`` and the tokenizer files (``vocab.txt``, ``tokenizer.json``, …).
 A **Hugging Face directory** (``config.json`` with ``model_type`` bert or roformer, plus
 ``model.safetensors`` or ``pytorch_model.bin``) is read as well: BertModel / RoFormerModel /
-*ForMaskedLM weights, with BERT's tanh pooler and the MLM head kept where present. A string
+*ForMaskedLM weights, with BERT's tanh pooler and the MLM head kept where present, and so is a
+sentence-transformers directory (``modules.json``; see :mod:`simkit.models.st_dir`). A string
 that is neither is treated as a hub id and fetched with ``huggingface_hub`` (set
 ``HF_HUB_OFFLINE=1`` to forbid the network). bert4keras / Google TF checkpoints are converted
 by :mod:`simkit.models.bert4keras`.
@@ -130,7 +131,8 @@ def _download(repo_id: str) -> Path:
 
         local = snapshot_download(
             repo_id,
-            allow_patterns=["*.json", "*.txt", "*.safetensors", "pytorch_model.bin"],
+            allow_patterns=["*.json", "*.txt", "*.safetensors", "pytorch_model.bin",
+                            "*/pytorch_model.bin"],  # sentence-transformers' 2_Dense/ and the like
         )
     except Exception as e:  # offline, unknown repo, no network: all end here
         raise InputError(
@@ -141,6 +143,10 @@ def _download(repo_id: str) -> Path:
 
 
 def _load_dir(path: Path, pre_tokenize: str | None, source: str | None = None):
+    if (path / "modules.json").is_file():  # a sentence-transformers directory
+        from .st_dir import load_st_dir
+
+        return load_st_dir(path, pre_tokenize, source or str(path))
     cfg_file = path / "config.json"
     if (path / "bert_config.json").is_file() and not cfg_file.is_file():
         raise InputError(
