@@ -27,6 +27,11 @@ def handle_errors(fn: Callable) -> Callable:
         except (SimkitError, ImportError) as e:
             typer.echo(f"simkit: error: {e}", err=True)
             raise typer.Exit(1) from None
+        except OSError as e:  # disk full, read-only file system, permissions: one line, no traceback
+            from simkit.fsutil import os_error
+
+            typer.echo(f"simkit: error: {os_error(e, doing='read or write')}", err=True)
+            raise typer.Exit(1) from None
 
     return wrapper
 

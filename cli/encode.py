@@ -11,7 +11,7 @@ import typer
 
 from simkit.corpus import CorpusStats, read_corpus
 from simkit.errors import InputError
-from simkit.fsutil import atomic_dir
+from simkit.fsutil import atomic_dir, check_free_space
 from simkit.pooling import POOLINGS
 from simkit.store import write_manifest
 
@@ -60,7 +60,8 @@ def encode(
     enc = Encoder(model, pooling=pooling, max_seq_length=max_seq_length, dtype=dtype, num_threads=threads)
     dim = enc.get_sentence_embedding_dimension()
     truncated = 0
-    with atomic_dir(output, overwrite=overwrite) as tmp:
+    with atomic_dir(output, overwrite=overwrite, kind="simkit-embeddings") as tmp:
+        check_free_space(tmp, n * dim * 4 + 4096)  # a memmap write to a full disk is a SIGBUS
         emb = np.lib.format.open_memmap(tmp / "embeddings.npy", mode="w+", dtype=np.float32, shape=(n, dim))
         from tqdm.auto import tqdm
 

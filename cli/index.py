@@ -189,15 +189,15 @@ def add(
     vecs, ids, txts, new_ref = _read_input(input, None, ref, fmt, text_field, id_field, texts, batch_size)
     if ref and new_ref and ref.get("pooling") != new_ref.get("pooling"):
         log.warning("the index was built with pooling %r; %s has %r", ref.get("pooling"), input, new_ref.get("pooling"))
-    before = len(idx)
-    (idx.upsert if upsert else idx.add)(vecs, ids, txts)
-    idx.save(index, overwrite=True)
-    echo_json({"index": str(index), "added": len(ids), "count_before": before, "count": len(idx)})
+    from simkit.index.ops import add_to_index  # locked read-modify-write of the newest version
+
+    echo_json({"index": str(index), **add_to_index(index, vecs, ids, txts, upsert=upsert)})
 
 
 def info(index: Path = typer.Argument(..., help="Index directory.")) -> None:
+    from simkit.fsutil import artifact_status, resolve_version
     from simkit.index import read_index_config
 
-    cfg = read_index_config(index)
-    files = {p.name: p.stat().st_size for p in sorted(index.iterdir()) if p.is_file()}
-    echo_json({"index": str(index), **cfg, "files": files, "bytes": sum(files.values())})
+    cfg, version = read_index_config(index), resolve_version(index)
+    files = {p.name: p.stat().st_size for p in sorted(version.iterdir()) if p.is_file()}
+    echo_json({"index": str(index), **cfg, "files": files, "bytes": sum(files.values()), **artifact_status(index)})

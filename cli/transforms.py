@@ -19,7 +19,7 @@ import numpy as np
 import typer
 
 from simkit.errors import InputError, check_choice
-from simkit.fsutil import atomic_dir
+from simkit.fsutil import atomic_dir, check_free_space
 from simkit.store import EmbeddingStore, write_manifest
 
 from .common import echo_json, handle_errors, progress_enabled, refuse_existing
@@ -243,7 +243,8 @@ def apply(
             f"in {transform_dir} expects {chain.n_features_in_}-dim input"
         )
     k = chain.n_components_
-    with atomic_dir(output, overwrite=overwrite) as tmp:
+    with atomic_dir(output, overwrite=overwrite, kind="simkit-embeddings") as tmp:
+        check_free_space(tmp, n * k * 4 + 4096)  # a memmap write to a full disk is a SIGBUS
         out = np.lib.format.open_memmap(
             tmp / "embeddings.npy", mode="w+", dtype=np.float32, shape=(n, k)
         )
@@ -252,7 +253,7 @@ def apply(
                 out[a:b] = chain.transform(chunk)
         out.flush()
         del out
-        shutil.copyfile(emb_dir / "ids.txt", tmp / "ids.txt")
+        shutil.copyfile(store.path / "ids.txt", tmp / "ids.txt")  # the version just read
         manifest = {key: v for key, v in store.manifest.items() if key not in _OWN_KEYS}
         steps = _describe(chain)
         manifest.update(

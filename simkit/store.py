@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import FormatError
-from .fsutil import read_config, write_json
+from .fsutil import load_versioned, os_error, read_config, write_json
 
 FORMAT = "simkit-embeddings"
 FORMAT_VERSION = 1
@@ -29,10 +29,15 @@ class EmbeddingStore:
     embeddings: np.ndarray
     ids: list[str]
     manifest: dict
+    path: Path | None = None  # the version directory the files were read from
 
     @classmethod
     def load(cls, path: str | os.PathLike, mmap: bool = True) -> EmbeddingStore:
-        path = Path(path)
+        """Load the current version of an embedding directory (all files of that one version)."""
+        return load_versioned(path, lambda version: cls._load(version, mmap))
+
+    @classmethod
+    def _load(cls, path: Path, mmap: bool) -> EmbeddingStore:
         manifest = read_config(path, FORMAT, FORMAT_VERSION, filename="manifest.json")
         emb_file, ids_file = path / "embeddings.npy", path / "ids.txt"
         for f in (emb_file, ids_file):
@@ -44,14 +49,24 @@ class EmbeddingStore:
             raise FormatError(f"{emb_file}: not a readable .npy file ({e})") from None
         if emb.ndim != 2 or emb.dtype != np.float32:
             raise FormatError(f"{emb_file}: expected a 2-D float32 array, found {emb.dtype} {emb.shape}")
-        ids = ids_file.read_text(encoding="utf-8").split("\n")
+        try:
+            raw = ids_file.read_bytes()
+        except OSError as e:
+            raise os_error(e, ids_file, "read") from None
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            line = raw[: e.start].count(b"\n") + 1
+            raise FormatError(f"{ids_file}:{line}: invalid UTF-8 at byte {e.start}") from None
+        ids = text.split("\n")
         if ids and ids[-1] == "":
             ids.pop()
         if len(ids) != emb.shape[0]:
             raise FormatError(f"{ids_file}: {len(ids)} ids for {emb.shape[0]} vectors in {emb_file}")
-        if manifest.get("count") not in (None, emb.shape[0]):
-            raise FormatError(f"{path / 'manifest.json'}: count {manifest['count']} but {emb.shape[0]} vectors")
-        return cls(emb, ids, manifest)
+        count = manifest.get("count")
+        if count is not None and (type(count) is not int or count != emb.shape[0]):
+            raise FormatError(f"{path / 'manifest.json'}: count {count!r} but {emb.shape[0]} vectors")
+        return cls(emb, ids, manifest, path)
 
     @staticmethod
     def write(path: Path, embeddings: np.ndarray, ids: list[str], manifest: dict) -> None:

@@ -85,7 +85,9 @@ def save_model(
         "source": info.source,
         **({"extra": info.extra} if info.extra else {}),
     }
-    with atomic_dir(path, overwrite=overwrite) as tmp:
+    # Unversioned (files directly inside, as Hugging Face-style tools expect); replaced by one
+    # atomic exchange of the whole directory (see simkit.fsutil).
+    with atomic_dir(path, overwrite=overwrite, kind=FORMAT, versioned=False) as tmp:
         save_file(state, str(tmp / WEIGHTS), metadata={"format": "pt"})
         tokenizer.save(tmp)
         write_json(tmp / "config.json", config)
