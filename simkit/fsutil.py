@@ -49,7 +49,7 @@ from .errors import FormatError, InputError, SimkitError
 
 POINTER = "CURRENT"
 VERSION_RE = re.compile(r"v-(\d{6,})-([0-9a-f]{8})")
-DEFAULT_LOCK_TIMEOUT = 60.0
+DEFAULT_LOCK_TIMEOUT = 60.0  # seconds a writer waits for another; $SIMKIT_LOCK_TIMEOUT overrides
 # Superseded versions younger than this are kept (besides the previous one, always kept), so
 # a reader that resolved a version has time to open its files even under rapid rewrites.
 GRACE_SECONDS = 10.0
@@ -174,14 +174,26 @@ def lock_path(path: str | os.PathLike) -> Path:
     return Path(os.path.realpath(p.parent)) / f".{p.name}.lock"
 
 
+def lock_timeout(timeout: float | None = None) -> float:
+    """``timeout``, else ``$SIMKIT_LOCK_TIMEOUT``, else :data:`DEFAULT_LOCK_TIMEOUT` seconds."""
+    if timeout is not None:
+        return float(timeout)
+    try:
+        return float(os.environ.get("SIMKIT_LOCK_TIMEOUT", DEFAULT_LOCK_TIMEOUT))
+    except ValueError:
+        raise InputError(f"SIMKIT_LOCK_TIMEOUT={os.environ['SIMKIT_LOCK_TIMEOUT']!r}; expected seconds") from None
+
+
 @contextlib.contextmanager
-def artifact_lock(path: str | os.PathLike, timeout: float = DEFAULT_LOCK_TIMEOUT) -> Iterator[Path]:
+def artifact_lock(path: str | os.PathLike, timeout: float | None = None) -> Iterator[Path]:
     """Hold the exclusive writer lock of the artifact at ``path`` (``fcntl.flock``).
 
     Re-entrant within one process (and thread), so :func:`atomic_dir` can take it inside a
-    read-modify-write that already holds it. Another process waits up to ``timeout``
-    seconds, then gets an :class:`InputError` saying another writer holds it.
+    read-modify-write that already holds it. Another process (or thread) waits up to
+    ``timeout`` seconds (default: :func:`lock_timeout`), then gets an :class:`InputError`
+    naming the artifact and saying another writer holds it.
     """
+    timeout = lock_timeout(timeout)
     lf = lock_path(path)
     with _LOCKS_GUARD:
         entry = _LOCKS.setdefault(str(lf), [threading.RLock(), None, 0])
@@ -213,6 +225,11 @@ def _flock(path, lf: Path, deadline: float, timeout: float) -> int | None:
         import fcntl
     except ImportError:  # not POSIX: no inter-process lock
         return None
+    ancestor = lf.parent
+    while not os.path.lexists(ancestor) and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise InputError(f"{path}: cannot create it: {ancestor} is not a directory")
     try:
         lf.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(lf, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
@@ -235,7 +252,7 @@ def _flock(path, lf: Path, deadline: float, timeout: float) -> int | None:
 # --------------------------------------------------------------------------- writing
 @contextlib.contextmanager
 def atomic_dir(final: str | os.PathLike, overwrite: bool = False, kind: str | None = None,
-               versioned: bool = True, lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> Iterator[Path]:
+               versioned: bool = True, timeout: float | None = None) -> Iterator[Path]:
     """Yield an empty directory; when the block exits cleanly it becomes ``final``'s content.
 
     Holds :func:`artifact_lock` for the whole block. ``kind`` is the ``format`` an existing
@@ -247,7 +264,7 @@ def atomic_dir(final: str | os.PathLike, overwrite: bool = False, kind: str | No
     ...     (tmp / "config.json").write_text("{}")
     """
     final = Path(final)
-    with artifact_lock(final, timeout=lock_timeout):
+    with artifact_lock(final, timeout=timeout):
         exists = os.path.lexists(final)
         if exists and not overwrite:
             raise InputError(f"{final} already exists; pass overwrite=True (CLI: --overwrite) to replace it")
@@ -492,6 +509,18 @@ def read_config(
             f"(supports 1..{max_version}); upgrade simkit to read it"
         )
     return cfg
+
+
+def load_npy(file: str | os.PathLike, mmap: bool = False):
+    """``np.load`` without pickles; any damage (a bad header can raise SyntaxError and the
+    like from numpy's header parser) is a :class:`FormatError` naming the file."""
+    import numpy as np
+
+    try:
+        return np.load(file, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except Exception as e:  # numpy's header parser raises many types
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise FormatError(f"{file}: cannot read the array (not a readable .npy file; truncated or damaged?): {reason}") from None
 
 
 _MISSING = object()

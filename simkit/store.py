@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import FormatError
-from .fsutil import load_versioned, os_error, read_config, write_json
+from .fsutil import load_npy, load_versioned, os_error, read_config, write_json
 
 FORMAT = "simkit-embeddings"
 FORMAT_VERSION = 1
@@ -43,10 +43,7 @@ class EmbeddingStore:
         for f in (emb_file, ids_file):
             if not f.is_file():
                 raise FormatError(f"{f}: not found; the embedding directory {path} is incomplete")
-        try:
-            emb = np.load(emb_file, mmap_mode="r" if mmap else None, allow_pickle=False)
-        except (ValueError, OSError, EOFError) as e:
-            raise FormatError(f"{emb_file}: not a readable .npy file ({e})") from None
+        emb = load_npy(emb_file, mmap=mmap)
         if emb.ndim != 2 or emb.dtype != np.float32:
             raise FormatError(f"{emb_file}: expected a 2-D float32 array, found {emb.dtype} {emb.shape}")
         try:

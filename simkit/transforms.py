@@ -28,7 +28,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from . import __version__
 from .errors import FormatError, InputError, check_choice
-from .fsutil import atomic_dir, load_versioned, read_config, write_json
+from .fsutil import atomic_dir, load_npy, load_versioned, read_config, write_json
 from .whitening import Whitening, _check_output, check_matrix
 
 __all__ = [
@@ -343,10 +343,7 @@ def _load_array(path: Path, fname, where: str) -> np.ndarray:
     if not isinstance(fname, str) or not re.fullmatch(r"[\w.-]+\.npy", fname) or ".." in fname:
         raise FormatError(f"{where}: bad array file name {fname!r}")
     f = path / fname
-    try:
-        arr = np.load(f, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as e:
-        raise FormatError(f"{f}: cannot read array ({e})") from None
+    arr = load_npy(f)
     if arr.dtype not in (np.float32, np.float64) or not np.isfinite(arr).all():
         raise FormatError(f"{f}: expected a finite float32/float64 array, found {arr.dtype}")
     return arr

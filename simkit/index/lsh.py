@@ -30,7 +30,7 @@ import faiss
 import numpy as np
 
 from ..errors import FormatError, InputError, check_choice
-from ..fsutil import cfg_value
+from ..fsutil import cfg_value, load_npy
 from . import factory as fx
 from .base import BaseIndex
 
@@ -261,10 +261,7 @@ class LSHIndex(BaseIndex):
             raise FormatError(f"{where}: {e}") from None
         for name in self._arrays():
             f = path / f"{name}.npy"
-            try:
-                arr = np.load(f, mmap_mode="r" if mmap and name in ("vectors", "codes") else None, allow_pickle=False)
-            except (OSError, ValueError, EOFError) as e:
-                raise FormatError(f"{f}: not a readable .npy file (truncated or missing?): {e}") from None
+            arr = load_npy(f, mmap=mmap and name in ("vectors", "codes"))
             want = _DTYPES[name]
             if arr.dtype != want:
                 raise FormatError(f"{f}: dtype {arr.dtype}, expected {np.dtype(want).name}")

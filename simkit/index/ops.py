@@ -13,16 +13,17 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from ..fsutil import DEFAULT_LOCK_TIMEOUT, artifact_lock
+from ..fsutil import artifact_lock
 from .base import load_index
 
 
 def add_to_index(path: str | os.PathLike, vectors, ids: Sequence | None, texts: Sequence[str] | None = None,
                  metadata: Sequence[dict] | None = None, upsert: bool = False,
-                 timeout: float = DEFAULT_LOCK_TIMEOUT) -> dict:
+                 timeout: float | None = None) -> dict:
     """Lock the index, load its newest version, add (or upsert) the documents, save a new version.
 
-    Returns ``{"added", "count_before", "count"}``.
+    Returns ``{"added", "count_before", "count"}``. ``timeout``: seconds to wait for another
+    writer (default ``$SIMKIT_LOCK_TIMEOUT`` or 60), then an InputError.
     """
     with artifact_lock(path, timeout=timeout):
         index = load_index(path)
@@ -34,7 +35,7 @@ def add_to_index(path: str | os.PathLike, vectors, ids: Sequence | None, texts: 
 
 
 def remove_from_index(path: str | os.PathLike, ids: Sequence,
-                      timeout: float = DEFAULT_LOCK_TIMEOUT) -> dict:
+                      timeout: float | None = None) -> dict:
     """Lock the index, load its newest version, remove ``ids`` (an unknown id is an error), save.
 
     Returns ``{"removed", "count_before", "count"}``.
