@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -51,6 +52,11 @@ MODEL_HELP = "Model: a simkit model dir, a Hugging Face dir, or a hub id. Defaul
 
 
 def refuse_existing(output: Path, overwrite: bool) -> None:
-    """Fail before any work when OUTPUT exists and --overwrite was not given."""
+    """Fail before any work when OUTPUT exists and --overwrite was not given, or when it is not
+    a simkit artifact that --overwrite may replace (the kind is checked again when writing)."""
     if output.exists() and not overwrite:
         raise InputError(f"{output} already exists; pass --overwrite to replace it")
+    if os.path.lexists(output):
+        from simkit.fsutil import check_replaceable
+
+        check_replaceable(output, None)

@@ -355,3 +355,27 @@ def test_empty_and_bad_search_knobs(data):
 
 def test_errors_are_simkit_errors():
     assert issubclass(FormatError, SimkitError) and issubclass(InputError, SimkitError)
+
+
+def test_write_failures_of_faiss_and_sqlite_are_one_line(tmp_path, data, monkeypatch):
+    import faiss
+
+    X, ids = data
+
+    def full(index, name):
+        raise RuntimeError(f"Error in write_index: write error in {name}: 1 != 2 (No space left on device)")
+
+    monkeypatch.setattr(faiss, "write_index", full)
+    with pytest.raises(InputError, match=r"index.faiss: cannot write the FAISS index \(No space left on device\)"):
+        _save(X, ids, tmp_path / "idx")
+    monkeypatch.undo()
+    assert not (tmp_path / "idx").exists() and not list(tmp_path.glob(".idx.tmp-*"))
+    idx = VectorIndex(preset="flat").add(X, ids)
+    import simkit.index.store as store_module
+
+    def no_disk(*a, **k):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(store_module.sqlite3, "connect", no_disk)
+    with pytest.raises(InputError, match=r"store.sqlite: cannot write the id/text store \(database or disk is full\)"):
+        idx.save(tmp_path / "idx")

@@ -80,11 +80,14 @@ class DocStore:
 
     def save(self, path: str | os.PathLike) -> None:
         self._write_meta()
-        dest = sqlite3.connect(str(path))
         try:
-            self._conn.backup(dest)
-        finally:
-            dest.close()
+            dest = sqlite3.connect(str(path))
+            try:
+                self._conn.backup(dest)
+            finally:
+                dest.close()
+        except sqlite3.Error as e:  # "database or disk is full", a read-only directory...
+            raise InputError(f"{path}: cannot write the id/text store ({e})") from None
 
     def _write_meta(self) -> None:
         if self._readonly:

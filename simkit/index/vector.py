@@ -148,7 +148,12 @@ class VectorIndex(BaseIndex):
 
     # -- persistence ------------------------------------------------------------------
     def _save_payload(self, tmp: Path) -> dict:
-        faiss.write_index(self.index_, str(tmp / "index.faiss"))
+        try:
+            faiss.write_index(self.index_, str(tmp / "index.faiss"))
+        except RuntimeError as e:  # a full disk, for one: FAISS reports it as a RuntimeError
+            msg = str(e).strip().splitlines()[-1]
+            reason = msg[msg.rfind("(") + 1 : -1] if msg.endswith(")") else msg
+            raise InputError(f"{tmp / 'index.faiss'}: cannot write the FAISS index ({reason})") from None
         return {
             "factory": self.factory_, "preset": self.preset,
             "nprobe": self._ivf.nprobe if self._ivf is not None else None,
