@@ -11,7 +11,7 @@ import typer
 
 from simkit.corpus import CorpusStats, read_corpus
 from simkit.errors import InputError
-from simkit.fsutil import atomic_dir, check_free_space
+from simkit.fsutil import atomic_dir, reserve_space
 from simkit.pooling import POOLINGS
 from simkit.store import write_manifest
 
@@ -61,8 +61,8 @@ def encode(
     dim = enc.get_sentence_embedding_dimension()
     truncated = 0
     with atomic_dir(output, overwrite=overwrite, kind="simkit-embeddings") as tmp:
-        check_free_space(tmp, n * dim * 4 + 4096)  # a memmap write to a full disk is a SIGBUS
         emb = np.lib.format.open_memmap(tmp / "embeddings.npy", mode="w+", dtype=np.float32, shape=(n, dim))
+        reserve_space(tmp / "embeddings.npy")  # a memmap write to a full disk would be a SIGBUS
         from tqdm.auto import tqdm
 
         bar = tqdm(total=n, unit="sent", desc="encode", disable=not progress_enabled())

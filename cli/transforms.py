@@ -19,7 +19,7 @@ import numpy as np
 import typer
 
 from simkit.errors import InputError, check_choice
-from simkit.fsutil import atomic_dir, check_free_space
+from simkit.fsutil import atomic_dir, reserve_space
 from simkit.store import EmbeddingStore, write_manifest
 
 from .common import echo_json, handle_errors, progress_enabled, refuse_existing
@@ -244,10 +244,10 @@ def apply(
         )
     k = chain.n_components_
     with atomic_dir(output, overwrite=overwrite, kind="simkit-embeddings") as tmp:
-        check_free_space(tmp, n * k * 4 + 4096)  # a memmap write to a full disk is a SIGBUS
         out = np.lib.format.open_memmap(
             tmp / "embeddings.npy", mode="w+", dtype=np.float32, shape=(n, k)
         )
+        reserve_space(tmp / "embeddings.npy")  # a memmap write to a full disk would be a SIGBUS
         for a, b in _chunks(n, chunk_size, "apply"):
             with _rows(emb_dir, store.embeddings, a, b) as chunk:
                 out[a:b] = chain.transform(chunk)

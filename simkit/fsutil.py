@@ -85,6 +85,33 @@ def check_free_space(path: str | os.PathLike, nbytes: int) -> None:
                          f"the file system has {free / 2**20:.1f} MiB free")
 
 
+def reserve_space(file: str | os.PathLike) -> None:
+    """Allocate the blocks of ``file`` (a freshly created memmap) now, or refuse naming it.
+
+    Writing through a memmap into a sparse file on a full disk is a SIGBUS, which no ``try``
+    can catch; ``posix_fallocate`` turns it into ENOSPC up front. Where the file system cannot
+    preallocate, the free space is checked instead.
+    """
+    size = os.path.getsize(file)
+    try:
+        fd = os.open(file, os.O_RDWR)
+    except OSError as e:
+        raise os_error(e, file) from None
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except AttributeError:  # no posix_fallocate (macOS, Windows)
+        check_free_space(os.path.dirname(os.path.abspath(file)), size)
+    except OSError as e:
+        if e.errno in (errno.EOPNOTSUPP, errno.EINVAL, getattr(errno, "ENOTSUP", -1)):
+            check_free_space(os.path.dirname(os.path.abspath(file)), size)
+        elif e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise InputError(f"{file}: not enough free space for {size / 2**20:.1f} MiB") from None
+        else:
+            raise os_error(e, file) from None
+    finally:
+        os.close(fd)
+
+
 # --------------------------------------------------------------------------- versions
 def resolve_version(path: str | os.PathLike) -> Path:
     """The directory holding the current version's files (for the legacy layout, ``path``).
@@ -497,7 +524,7 @@ def read_config(
     """
     file = Path(path) / filename
     if not file.is_file():
-        raise FormatError(f"{file}: not found; {path} is not a simkit {kind} directory")
+        raise FormatError(f"{file}: not found; {path} is not a simkit {kind.removeprefix('simkit-')} directory")
     cfg = read_json(file)
     if not isinstance(cfg, dict) or cfg.get("format") != kind:
         found = cfg.get("format") if isinstance(cfg, dict) else type(cfg).__name__

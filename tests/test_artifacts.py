@@ -294,9 +294,21 @@ def test_full_disk_is_refused_before_the_memmap(tmp_path, tiny_bert_dir, monkeyp
     corpus = tmp_path / "c.txt"
     corpus.write_text("花呗\n借呗\n", encoding="utf-8")
 
-    class Full:
+    def full(fd, offset, size):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    res = cli("encode", corpus, "-m", tiny_bert_dir, "-o", tmp_path / "emb")
+    assert res.exit_code == 1 and "embeddings.npy: not enough free space" in res.stderr
+    assert not (tmp_path / "emb").exists()
+
+    class Full:  # a file system without fallocate: the free space is checked instead
         f_bavail, f_frsize = 0, 4096
 
+    def unsupported(fd, offset, size):
+        raise OSError(95, "Operation not supported")
+
+    monkeypatch.setattr(os, "posix_fallocate", unsupported)
     monkeypatch.setattr(os, "statvfs", lambda p: Full())
     res = cli("encode", corpus, "-m", tiny_bert_dir, "-o", tmp_path / "emb")
     assert res.exit_code == 1 and "not enough free space" in res.stderr and not (tmp_path / "emb").exists()
