@@ -53,6 +53,7 @@ DEFAULT_LOCK_TIMEOUT = 60.0  # seconds a writer waits for another; $SIMKIT_LOCK_
 # Superseded versions younger than this are kept (besides the previous one, always kept), so
 # a reader that resolved a version has time to open its files even under rapid rewrites.
 GRACE_SECONDS = 10.0
+GRACE_MAX_VERSIONS = 8  # ... but at most this many of them (rapid small writes)
 _CONFIGS = ("config.json", "manifest.json")  # where an artifact names its format
 T = TypeVar("T")
 
@@ -468,13 +469,16 @@ def cleanup(final: Path, keep: set) -> None:
     """
     now = time.time()
     legacy = None in keep  # the previous "version" was the legacy layout: keep its files
-    for entry in os.scandir(final):
+    entries = sorted(os.scandir(final), key=lambda e: -_version_number(e.name))  # newest first
+    young = 0
+    for entry in entries:
         name = entry.name
         if name == POINTER or name in keep:
             continue
         try:
             if VERSION_RE.fullmatch(name):
-                if now - entry.stat().st_mtime < GRACE_SECONDS:
+                if now - entry.stat().st_mtime < GRACE_SECONDS and young < GRACE_MAX_VERSIONS:
+                    young += 1
                     continue
             elif not name.startswith((".tmp-", f".{POINTER}.tmp")) and legacy:
                 continue

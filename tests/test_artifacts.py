@@ -53,7 +53,13 @@ def test_versions_pointer_and_cleanup(tmp_path, data, monkeypatch):
     _save(X, ids, path, 20)
     v2 = artifact_version(path)
     assert v2 != v1 and sorted(os.listdir(path)) == ["CURRENT", v1, v2]  # the previous one is kept
+    for n in range(12):  # rapid writes: recent versions are kept for readers, but not without bound
+        _save(X, ids, path, 10 + n)
+    assert len([v for v in os.listdir(path) if v.startswith("v-")]) == fsutil.GRACE_MAX_VERSIONS + 2
+    v2 = artifact_version(path)
     monkeypatch.setattr(fsutil, "GRACE_SECONDS", 0.0)
+    _save(X, ids, path, 20)
+    v1, v2 = v2, artifact_version(path)
     (path / ".tmp-v-000099-deadbeef").mkdir()  # a crashed writer's temporary
     assert artifact_status(path)["leftovers"] == [".tmp-v-000099-deadbeef"]
     _save(X, ids, path, 30)

@@ -39,7 +39,8 @@ class Server:
                                      text=True, env=env, cwd=str(Path(__file__).parent.parent))
 
     def run(self, k: int, argv: list, log: Path) -> dict:
-        self.proc.stdin.write(json.dumps({"k": k, "argv": ["-q", *map(str, argv)], "log": str(log)}) + "\n")
+        argv = list(map(str, argv)) if argv[0] == "--python" else ["-q", *map(str, argv)]
+        self.proc.stdin.write(json.dumps({"k": k, "argv": argv, "log": str(log)}) + "\n")
         self.proc.stdin.flush()
         line = self.proc.stdout.readline()
         assert line, "the crash server died"
@@ -80,6 +81,11 @@ def _answers(kind: str, path: Path, probe: np.ndarray):
     if kind == "index":
         idx = load_index(path)
         return [[(h["id"], h["score"]) for h in hits] for hits in idx.search(probe, top_k=5)]
+    if kind == "model":
+        from simkit.models.checkpoint import load_model
+
+        model, _, info = load_model(path)
+        return (info.source, float(sum(p.detach().double().sum() for p in model.parameters())))
     if kind == "emb":
         s = EmbeddingStore.load(path)
         return (list(s.ids), np.asarray(s.embeddings).tobytes())
@@ -136,6 +142,10 @@ def crash_every_switch(server, tmp_path, argv, setup, kind, target, probe):
     assert _answers(kind, work / target, probe) == old
     assert server.run(0, argv, tmp_path / "log")["code"] == 0, (tmp_path / "log").read_text()
     assert _answers(kind, work / target, probe) == new
+    if kind == "model":  # unversioned: files directly inside, nothing left beside it
+        assert (work / target / "config.json").is_file()
+        assert not [p.name for p in work.iterdir() if p.name.startswith(f".{target}.") and not p.name.endswith(".lock")]
+        return seen
     status = artifact_status(work / target)
     assert status["layout"] == "versioned"
     assert not [x for x in status["leftovers"] if ".tmp" in x or ".old-" in x], status
@@ -208,3 +218,25 @@ def test_whiten_fit_and_apply_overwrite(server, tmp_path, embs, probe):
     (tmp_path / "apply").mkdir()
     crash_every_switch(server, tmp_path / "apply", ["whiten", "apply", work / "w", work / "emb", "-o", work / "out", "--overwrite"],
                        setup_apply, "emb", "out", X)
+
+
+SAVE_MODEL = """
+import dataclasses, sys, torch
+from simkit.models.checkpoint import load_model, save_model
+model, tok, info = load_model(sys.argv[1])
+with torch.no_grad():
+    next(model.parameters()).add_(1.0)
+save_model(model, tok, dataclasses.replace(info, source="new"), sys.argv[2], overwrite=True)
+"""
+
+
+def test_model_overwrite_is_one_exchange(server, tmp_path, tiny_bert_dir, probe):
+    """Model dirs stay unversioned (files inside, for Hugging Face-style tools): the swap is one
+    renameat2 exchange, so a kill at any switch leaves the old or the new model."""
+    def setup(d):
+        shutil.copytree(tiny_bert_dir, d / "m")
+
+    work = tmp_path / "work"
+    seen = crash_every_switch(server, tmp_path, ["--python", SAVE_MODEL, tiny_bert_dir, work / "m"], setup,
+                              "model", "m", probe)
+    assert seen[-1] == "new"
