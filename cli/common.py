@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -61,6 +62,11 @@ def handle_errors(fn: Callable) -> Callable:
         except click.UsageError as e:  # options that exclude each other, found in the body
             typer.echo(f"simkit: usage error: {e.format_message()}", err=True)
             raise typer.Exit(2) from None
+        except OSError as e:  # disk full, read-only file system, permissions: one line, no traceback
+            from simkit.fsutil import os_error
+
+            typer.echo(f"simkit: error: {os_error(e, doing='read or write')}", err=True)
+            raise typer.Exit(1) from None
 
     return wrapper
 
@@ -91,6 +97,11 @@ def make_pipeline(model: str | None = None, threads: int | None = None, **option
 
 
 def refuse_existing(output: Path, overwrite: bool) -> None:
-    """Fail before any work when OUTPUT exists and --overwrite was not given."""
+    """Fail before any work when OUTPUT exists and --overwrite was not given, or when it is not
+    a simkit artifact that --overwrite may replace (the kind is checked again when writing)."""
     if output.exists() and not overwrite:
         raise InputError(f"{output} already exists; pass --overwrite to replace it")
+    if os.path.lexists(output):
+        from simkit.fsutil import check_replaceable
+
+        check_replaceable(output, None)

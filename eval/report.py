@@ -234,7 +234,7 @@ def write_report(run: GridRun, out: str | Path, argv: Sequence[str] | None = Non
                  overwrite: bool = False, plot: bool | None = None) -> Path:
     """Write ``OUT/`` atomically (see module doc). ``plot=None``: plot if matplotlib is there."""
     out = Path(out)
-    with atomic_dir(out, overwrite=overwrite) as tmp:
+    with atomic_dir(out, overwrite=overwrite, kind=MANIFEST_FORMAT, versioned=False) as tmp:
         write_json(tmp / "manifest.json", manifest(run, argv))
         with open(tmp / "cells.jsonl", "w", encoding="utf-8") as f:
             f.writelines(json.dumps(dataclasses.asdict(c), ensure_ascii=False) + "\n" for c in run.cells)

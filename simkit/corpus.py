@@ -56,17 +56,41 @@ def detect_format(path: str | os.PathLike, fmt: str = "auto") -> str:
     return _SUFFIX[suffix]
 
 
+def _raw_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, decoded line *with* its line end); LF, CRLF and CR-only all end a line.
+
+    Invalid UTF-8 and lone surrogates are errors naming the line.
+    """
+    no = 0
+    try:
+        f = open(path, "rb")
+    except OSError as e:
+        raise InputError(f"{path}: cannot read ({e.strerror})") from None
+    with f:
+        for chunk in f:  # split at LF by the file; CR / CRLF inside a chunk split below
+            for raw in chunk.splitlines(keepends=True) if b"\r" in chunk else (chunk,):
+                no += 1
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    raise InputError(f"{path}:{no}: invalid UTF-8 at byte {e.start} of the line") from None
+                if no == 1 and line.startswith("\ufeff"):
+                    line = line[1:]  # a BOM is not text
+                yield no, line
+
+
 def _lines(path: Path) -> Iterator[tuple[int, str]]:
-    """(line number, decoded line without its newline), with a clear error on bad UTF-8."""
-    with open(path, "rb") as f:
-        for no, raw in enumerate(f, 1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise InputError(f"{path}:{no}: invalid UTF-8 at byte {e.start} of the line") from None
-            if no == 1 and line.startswith("\ufeff"):
-                line = line[1:]  # a BOM is not text
-            yield no, line.rstrip("\r\n")
+    """(line number, decoded line without its line end)."""
+    for no, line in _raw_lines(path):
+        yield no, line.rstrip("\r\n")
+
+
+def _check_str(path: Path, no: int, what: str, value: str) -> None:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise InputError(f"{path}:{no}: {what} contains a lone surrogate {value[e.start]!r} "
+                         f"at character {e.start} (not valid Unicode text)") from None
 
 
 def read_corpus(
@@ -95,7 +119,11 @@ def read_corpus(
         it = _read_jsonl(path, text_field or "text", id_field, stats)
     else:
         it = _read_table(path, "," if fmt == "csv" else "\t", text_field or "text", id_field)
+    seen: dict[str, int] = {}  # id -> line: a duplicate id is an error naming both lines
     for rec in it:
+        first = seen.setdefault(rec.id, rec.line)
+        if first != rec.line:
+            raise InputError(f"{path}:{rec.line}: duplicate id {rec.id!r} (first on line {first})")
         stats.records += 1
         stats.empty += rec.text == ""
         yield rec
@@ -123,22 +151,42 @@ def _read_jsonl(path: Path, text_field: str, id_field: str | None, stats: Corpus
             raise InputError(f"{path}:{no}: field {text_field!r} is {type(text).__name__}, expected a string")
         if id_field is not None and id_field not in obj:
             raise InputError(f"{path}:{no}: no id field {id_field!r}; fields are {sorted(obj)}")
+        _check_str(path, no, f"field {text_field!r}", text)
         rid = obj.get(id_field or "id", no)
-        yield Record(str(rid), text, no)
+        if isinstance(rid, bool) or not isinstance(rid, (str, int)):
+            raise InputError(f"{path}:{no}: id {rid!r} is {type(rid).__name__}; "
+                             "ids must be strings or integers")
+        if isinstance(rid, str):
+            _check_str(path, no, "id", rid)
+        yield Record(rid if isinstance(rid, str) else str(rid), text, no)
 
 
 def _read_table(path: Path, delimiter: str, text_col: str, id_col: str | None):
-    lines = _lines(path)
-    no_of = {}
+    """CSV / TSV with the csv module's quoting rules over the whole file (a quoted field may
+    hold delimiters, quotes as ``""`` and line ends); malformed quoting is an error naming the
+    line where the record starts, never a silently merged or altered record."""
+    lines = (line for _, line in _raw_lines(path))
+    reader = csv.reader(lines, delimiter=delimiter, strict=True)
+    last = 0  # reader.line_num after the previous record: this record starts on last + 1
 
-    def numbered():
-        for no, line in lines:
-            no_of["last"] = no
-            yield line
+    def rows():
+        nonlocal last
+        while True:
+            start = last + 1
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as e:
+                what = ("an unclosed quote runs to the end of the file" if "unexpected end of data" in str(e)
+                        else f"malformed quoting ({e}); quote the whole field and double inner quotes")
+                raise InputError(f"{path}:{start}: {what}") from None
+            last = reader.line_num
+            yield start, row
 
-    reader = csv.reader(numbered(), delimiter=delimiter)
+    it = rows()
     try:
-        header = next(reader)
+        _, header = next(it)
     except StopIteration:
         return
     if text_col not in header:
@@ -147,8 +195,7 @@ def _read_table(path: Path, delimiter: str, text_col: str, id_col: str | None):
         raise InputError(f"{path}:1: no id column {id_col!r}; columns are {header}")
     ti = header.index(text_col)
     ii = header.index(id_col) if id_col else (header.index("id") if "id" in header else None)
-    for row in reader:
-        no = no_of["last"]
+    for no, row in it:
         if not row:
             continue
         if len(row) != len(header):

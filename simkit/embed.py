@@ -24,8 +24,9 @@ import numpy as np
 
 from .corpus import CorpusFormat, CorpusStats, read_corpus
 from .errors import InputError
-from .fsutil import atomic_dir
+from .fsutil import atomic_dir, reserve_space
 from .pipeline import Pipeline
+from .store import FORMAT as STORE_FORMAT
 from .store import EmbeddingStore, write_manifest
 
 
@@ -65,8 +66,9 @@ def encode_corpus(input: str | os.PathLike, output: str | os.PathLike, pipeline:
     enc = pipeline.encoder
     dim = pipeline.dim
     truncated = 0
-    with atomic_dir(output, overwrite=overwrite) as tmp:
+    with atomic_dir(output, overwrite=overwrite, kind=STORE_FORMAT) as tmp:
         emb = np.lib.format.open_memmap(tmp / "embeddings.npy", mode="w+", dtype=np.float32, shape=(n, dim))
+        reserve_space(tmp / "embeddings.npy")  # a memmap write to a full disk would be a SIGBUS
         row = 0
         with open(tmp / "ids.txt", "w", encoding="utf-8") as ids_out, \
                 _bar(n, "encode", show_progress_bar, "sent") as bar:
@@ -161,14 +163,15 @@ def apply_transform(store: str | os.PathLike | EmbeddingStore, transform: Any, o
     k = transform.n_components_
     t0 = time.perf_counter()
     pipeline = src.pipeline.then(transform) if src.pipeline is not None else None
-    with atomic_dir(output, overwrite=overwrite) as tmp:
+    with atomic_dir(output, overwrite=overwrite, kind=STORE_FORMAT) as tmp:
         out = np.lib.format.open_memmap(tmp / "embeddings.npy", mode="w+", dtype=np.float32, shape=(n, k))
+        reserve_space(tmp / "embeddings.npy")  # a memmap write to a full disk would be a SIGBUS
         for a, b in _spans(n, chunk_size, "apply", show_progress_bar):
             with _rows(path, src.embeddings, a, b) as chunk:
                 out[a:b] = transform.transform(chunk)
         out.flush()
         del out
-        shutil.copyfile(path / "ids.txt", tmp / "ids.txt")
+        shutil.copyfile(src.path / "ids.txt", tmp / "ids.txt")  # the version just read
         keep = {key: v for key, v in src.manifest.items()
                 if key not in ("format", "format_version", "simkit_version", "count", "dim", "pipeline")}
         record = {"path": str(Path(source).resolve()) if source else None, "steps": describe(transform)}

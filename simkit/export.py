@@ -35,6 +35,8 @@ from .fsutil import atomic_dir, write_json
 from .models.checkpoint import load_model
 from .models.st_dir import DENSE, NORMALIZE, POOLING, TRANSFORMER, WEIGHTED_LAYERS
 
+EXPORT_FORMAT = "simkit-sentence-transformers"
+
 ACTIVATIONS = {"linear": "torch.nn.modules.linear.Identity", "tanh": "torch.nn.modules.activation.Tanh"}
 EXPORT_POOLINGS = ("cls", "pooler", "last-avg", "mean", "first-last-avg")
 
@@ -96,7 +98,7 @@ def export_sentence_transformers(
         modules.append((DENSE, "Dense", _dense(dense.weight, dense.bias, net.pooler.activation)))
     modules += tail
 
-    with atomic_dir(output, overwrite=overwrite) as tmp:
+    with atomic_dir(output, overwrite=overwrite, kind=EXPORT_FORMAT, versioned=False) as tmp:  # ST reads files in place
         dtype = net.dtype  # an Encoder may run in bf16; sentence-transformers gets float32 weights
         try:
             net.backbone.to(torch.float32).save_pretrained(str(tmp), safe_serialization=True)
@@ -106,6 +108,7 @@ def export_sentence_transformers(
         cfg = json.loads((tmp / "config.json").read_text(encoding="utf-8"))
         # WeightedLayerPooling reads every layer's output, which the backbone returns only if told
         cfg["output_hidden_states"] = pooling == "first-last-avg"
+        cfg["format"] = EXPORT_FORMAT  # lets --overwrite replace this export, and nothing else
         write_json(tmp / "config.json", cfg)
         write_json(tmp / "sentence_bert_config.json", {"max_seq_length": max_len, "do_lower_case": False})
         write_json(tmp / "config_sentence_transformers.json", {

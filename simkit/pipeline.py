@@ -26,7 +26,7 @@ import numpy as np
 
 from . import __version__
 from .errors import FormatError, InputError
-from .fsutil import atomic_dir, read_config, write_json
+from .fsutil import atomic_dir, load_versioned, read_config, write_json
 
 FORMAT = "simkit-pipeline"
 FORMAT_VERSION = 1
@@ -217,16 +217,16 @@ class Pipeline:
     # -- persistence ------------------------------------------------------------------
     def save(self, path: str | os.PathLike, overwrite: bool = False) -> None:
         """Write a pipeline directory: ``config.json`` and, if any, ``transform/``."""
-        with atomic_dir(path, overwrite=overwrite) as tmp:
+        with atomic_dir(path, overwrite=overwrite, kind=FORMAT) as tmp:
             self.save_into(tmp)
 
     def save_into(self, folder: Path) -> None:
         """Write the pipeline's files into an open directory (an artifact's own ``pipeline/``)."""
-        from .transforms import save_transform
+        from .transforms import write_transform
 
         folder.mkdir(parents=True, exist_ok=True)
         if self.transform is not None:
-            save_transform(self.transform, folder / "transform")
+            write_transform(self.transform, folder / "transform")
         write_json(folder / "config.json", {
             "format": FORMAT, "format_version": FORMAT_VERSION, "simkit_version": __version__,
             **self.to_dict(), "transform": "transform" if self.transform is not None else None,
@@ -234,10 +234,13 @@ class Pipeline:
 
     @classmethod
     def load(cls, path: str | os.PathLike, **runtime) -> Pipeline:
-        """Read a pipeline directory; ``runtime`` sets ``dtype`` / ``num_threads``."""
+        """Read a pipeline directory (its current version); ``runtime`` sets ``dtype`` / ``num_threads``."""
+        return load_versioned(path, lambda version: cls._load(version, runtime))
+
+    @classmethod
+    def _load(cls, path: Path, runtime: dict) -> Pipeline:
         from .transforms import load_transform
 
-        path = Path(path)
         cfg = read_config(path, FORMAT, FORMAT_VERSION)
         where = path / "config.json"
         for key, types in (("model", (str, type(None))), ("fingerprint", (str, type(None))),

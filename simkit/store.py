@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .errors import FormatError, InputError
-from .fsutil import read_config, write_json
+from .fsutil import load_npy, load_versioned, os_error, read_config, write_json
 
 if TYPE_CHECKING:
     from .pipeline import Pipeline
@@ -36,27 +36,29 @@ class EmbeddingStore:
     ids: list[str]
     manifest: dict
     pipeline: Pipeline | None = None
-    path: Path | None = None
+    path: Path | None = None  # the version directory the files were read from
 
     @classmethod
     def load(cls, path: str | os.PathLike, mmap: bool = True) -> EmbeddingStore:
-        path = Path(path)
+        """Load the current version of an embedding directory (all files of that one version)."""
+        return load_versioned(path, lambda version: cls._load(version, mmap))
+
+    @classmethod
+    def _load(cls, path: Path, mmap: bool) -> EmbeddingStore:
         manifest = read_config(path, FORMAT, FORMAT_VERSION, filename="manifest.json")
         emb_file, ids_file = path / "embeddings.npy", path / "ids.txt"
         for f in (emb_file, ids_file):
             if not f.is_file():
                 raise FormatError(f"{f}: not found; the embedding directory {path} is incomplete")
-        try:
-            emb = np.load(emb_file, mmap_mode="r" if mmap else None, allow_pickle=False)
-        except (ValueError, OSError, EOFError) as e:
-            raise FormatError(f"{emb_file}: not a readable .npy file ({e})") from None
+        emb = load_npy(emb_file, mmap=mmap)
         if emb.ndim != 2 or emb.dtype != np.float32:
             raise FormatError(f"{emb_file}: expected a 2-D float32 array, found {emb.dtype} {emb.shape}")
         ids = read_ids(ids_file)
         if len(ids) != emb.shape[0]:
             raise FormatError(f"{ids_file}: {len(ids)} ids for {emb.shape[0]} vectors in {emb_file}")
-        if manifest.get("count") not in (None, emb.shape[0]):
-            raise FormatError(f"{path / 'manifest.json'}: count {manifest['count']} but {emb.shape[0]} vectors")
+        count = manifest.get("count")
+        if count is not None and (type(count) is not int or count != emb.shape[0]):
+            raise FormatError(f"{path / 'manifest.json'}: count {count!r} but {emb.shape[0]} vectors")
         return cls(emb, ids, manifest, _stored_pipeline(path, manifest, emb.shape[1]), path)
 
     @staticmethod
@@ -91,12 +93,16 @@ def _stored_pipeline(path: Path, manifest: dict, dim: int) -> Pipeline | None:
 def read_ids(file: Path) -> list[str]:
     """One id a line, in row order; bad UTF-8 or a missing file is an error naming the file."""
     try:
-        ids = Path(file).read_bytes().decode("utf-8").split("\n")
+        raw = Path(file).read_bytes()
     except FileNotFoundError:
         raise InputError(f"{file}: no such file") from None
+    except OSError as e:
+        raise os_error(e, file, "read") from None
+    try:
+        ids = raw.decode("utf-8").split("\n")
     except UnicodeDecodeError as e:
-        line = Path(file).read_bytes()[: e.start].count(b"\n") + 1
-        raise FormatError(f"{file}:{line}: invalid UTF-8; ids must be UTF-8 text, one a line") from None
+        line = raw[: e.start].count(b"\n") + 1
+        raise FormatError(f"{file}:{line}: invalid UTF-8 at byte {e.start}; ids are UTF-8 text, one a line") from None
     if ids and ids[-1] == "":
         ids.pop()
     return [i[:-1] if i.endswith("\r") else i for i in ids]

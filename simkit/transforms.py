@@ -28,7 +28,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from . import __version__
 from .errors import FormatError, InputError, check_choice
-from .fsutil import atomic_dir, read_config, write_json
+from .fsutil import atomic_dir, load_npy, load_versioned, read_config, write_json
 from .whitening import Whitening, _check_output, check_matrix
 
 __all__ = [
@@ -153,9 +153,13 @@ class Normalize(TransformerMixin, BaseEstimator):
 
     def transform(self, X):
         X = check_matrix(X, dim=self.__dict__.get("n_features_in_"), owner="Normalize")
-        with np.errstate(over="ignore"):
-            norms = np.linalg.norm(X, axis=1, keepdims=True)
-        return X / np.maximum(norms, np.finfo(X.dtype).tiny).astype(X.dtype)
+        # A scaled norm: divide each row by its largest |entry| first, so that the norm of a
+        # large finite row (1e20 and up in float32) does not overflow to inf and the row to 0.
+        scale = np.max(np.abs(X), axis=1, keepdims=True) if X.size else np.ones((len(X), 1), X.dtype)
+        scale = np.where(scale > 0, scale, 1).astype(X.dtype)
+        Y = X / scale
+        norms = np.linalg.norm(Y, axis=1, keepdims=True)
+        return Y / np.maximum(norms, np.finfo(X.dtype).tiny).astype(X.dtype)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -251,38 +255,56 @@ def _json_params(step) -> dict:
 
 
 def save_transform(transform, path: str | os.PathLike, overwrite: bool = False) -> None:
-    """Save a fitted transform or :class:`Chain` as a directory (atomic; no pickle).
+    """Save a fitted transform or :class:`Chain` as a directory (atomic, versioned; no pickle).
 
     >>> save_transform(Chain([Whitening(256), Normalize()]).fit(X), "w/")
     """
+    _check_savable(transform)
+    with atomic_dir(path, overwrite=overwrite, kind=FORMAT) as tmp:
+        write_transform(transform, tmp)
+
+
+def _check_savable(transform) -> list:
     steps = flatten(transform)
     if not steps:
         raise InputError("cannot save an empty Chain")
+    for step in steps:
+        if type(step).__name__ not in TRANSFORMS:
+            raise InputError(f"cannot save transform {type(step).__name__}; known: {', '.join(TRANSFORMS)}")
+    return steps
+
+
+def write_transform(transform, path: str | os.PathLike) -> None:
+    """Write the transform's files into the directory ``path`` (created), e.g. inside another
+    artifact's new version; :func:`save_transform` is the atomic, stand-alone form."""
+    steps = _check_savable(transform)
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
     cfg_steps = []
-    with atomic_dir(path, overwrite=overwrite) as tmp:
-        for i, step in enumerate(steps):
-            name = type(step).__name__
-            if name not in TRANSFORMS:
-                raise InputError(f"cannot save transform {name}; known: {', '.join(TRANSFORMS)}")
-            files = {}
-            for key, arr in step._arrays().items():
-                files[key] = f"step{i}_{key}.npy"
-                np.save(tmp / files[key], np.ascontiguousarray(arr))
-            cfg_steps.append({"class": name, "params": _json_params(step), "arrays": files,
-                              "state": step._state()})
-        write_json(tmp / "config.json", {
-            "format": FORMAT, "format_version": FORMAT_VERSION, "simkit_version": __version__,
-            "steps": cfg_steps, "n_features_in": steps[0].__dict__.get("n_features_in_"),
-            "n_components": Chain(steps).n_components_,
-        })
+    for i, step in enumerate(steps):
+        files = {}
+        for key, arr in step._arrays().items():
+            files[key] = f"step{i}_{key}.npy"
+            np.save(path / files[key], np.ascontiguousarray(arr))
+        cfg_steps.append({"class": type(step).__name__, "params": _json_params(step), "arrays": files,
+                          "state": step._state()})
+    write_json(path / "config.json", {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "simkit_version": __version__,
+        "steps": cfg_steps, "n_features_in": steps[0].__dict__.get("n_features_in_"),
+        "n_components": Chain(steps).n_components_,
+    })
 
 
-def load_transform(path: str | os.PathLike) -> Chain:
+def load_transform(path: str | os.PathLike, versioned: bool = True) -> Chain:
     """Load what :func:`save_transform` wrote, always as a :class:`Chain`.
 
     Refuses (naming the file) a missing or foreign ``config.json``, a newer format, unknown
     classes or parameters, unreadable / missing / non-finite arrays and wrong shapes.
+    ``versioned=False`` reads ``path`` itself (a transform saved inside another artifact's
+    version); otherwise the current version of the transform directory.
     """
+    if versioned:
+        return load_versioned(path, lambda version: load_transform(version, versioned=False))
     path = Path(path)
     cfg = read_config(path, FORMAT, FORMAT_VERSION)
     where = path / "config.json"
@@ -296,13 +318,19 @@ def load_transform(path: str | os.PathLike) -> Chain:
             found = s.get("class") if isinstance(s, dict) else s
             raise FormatError(f"{where}: step {i} has unknown class {found!r}; "
                               f"known: {', '.join(TRANSFORMS)}")
+        for key in ("params", "arrays", "state"):
+            if not isinstance(s.get(key, {}), dict):
+                raise FormatError(f"{where}: step {i} key {key!r} must be an object, found {s[key]!r}")
         try:
             step = cls(**s.get("params", {}))
         except TypeError as e:
             raise FormatError(f"{where}: step {i} ({cls.__name__}) has bad params ({e})") from None
         arrays = {key: _load_array(path, fname, f"{where} step {i}")
                   for key, fname in s.get("arrays", {}).items()}
-        step._restore(arrays, s.get("state", {}), f"{where} step {i} ({cls.__name__})")
+        try:
+            step._restore(arrays, s.get("state", {}), f"{where} step {i} ({cls.__name__})")
+        except (KeyError, ValueError, TypeError) as e:
+            raise FormatError(f"{where}: step {i} ({cls.__name__}) has a bad state or arrays ({e!r})") from None
         if steps and _out_dim(steps[-1]) is not None and getattr(step, "n_features_in_", None) not in (
                 None, _out_dim(steps[-1])):
             raise FormatError(f"{where}: step {i} expects dimension {step.n_features_in_} but "
@@ -320,10 +348,7 @@ def _load_array(path: Path, fname, where: str) -> np.ndarray:
     if not isinstance(fname, str) or not re.fullmatch(r"[\w.-]+\.npy", fname) or ".." in fname:
         raise FormatError(f"{where}: bad array file name {fname!r}")
     f = path / fname
-    try:
-        arr = np.load(f, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as e:
-        raise FormatError(f"{f}: cannot read array ({e})") from None
+    arr = load_npy(f)
     if arr.dtype not in (np.float32, np.float64) or not np.isfinite(arr).all():
         raise FormatError(f"{f}: expected a finite float32/float64 array, found {arr.dtype}")
     return arr

@@ -84,6 +84,26 @@ def raise_if_not_finite(X: np.ndarray, name: str = "X", rows: np.ndarray | None 
         raise InputError(f"{name} row {int(bad[0])} contains NaN or inf ({len(bad)} bad rows)")
 
 
+F32_MAX = float(np.finfo(np.float32).max)
+
+
+def check_magnitude(X: np.ndarray, name: str = "X", offset: int = 0) -> None:
+    """Refuse rows whose squared norm overflows float32 (|x|² > 3.4e38), naming the first.
+
+    Such values are finite but unusable: a covariance, a norm or an inner product of them
+    overflows, and the fit silently degrades (a 1e38 entry made every output zero).
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        sq = np.einsum("ij,ij->i", X, X, dtype=np.float64)
+    bad = ~(sq <= F32_MAX)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        if not np.isfinite(X[row]).all():
+            raise InputError(f"{name} row {offset + row} contains NaN or inf ({int(bad.sum())} bad rows)")
+        raise InputError(f"{name} row {offset + row} is too large: its squared norm {sq[row]:.3g} overflows "
+                         "float32 (above 3.4e38); scale the vectors down")
+
+
 class Whitening(TransformerMixin, BaseEstimator):
     """BERT-whitening: centre, decorrelate and rescale to unit variance, keep ``n_components``.
 
@@ -161,6 +181,7 @@ class Whitening(TransformerMixin, BaseEstimator):
         buf = np.empty((min(BLOCK_ROWS, len(X)), X.shape[1]))
         for start in range(0, len(X), BLOCK_ROWS):
             block = X[start:start + BLOCK_ROWS]
+            check_magnitude(block, offset=start)
             n_a, n_b = self.n_samples_seen_, len(block)
             mean_b = block.mean(axis=0, dtype=np.float64)
             centred = buf[:n_b]

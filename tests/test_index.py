@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from simkit.errors import InputError
+from simkit.fsutil import resolve_version
 from simkit.index import LSHIndex, VectorIndex
 
 N, D = 2000, 32
@@ -344,7 +345,7 @@ def test_lsh_loads_indexes_saved_before_projection_option(data, tmp_path):
     X, Q, ids = data
     idx = LSHIndex(nbits=64, projection="gaussian").add(X, ids)
     idx.save(tmp_path / "old")
-    cfg_path = tmp_path / "old" / "config.json"
+    cfg_path = resolve_version(tmp_path / "old") / "config.json"
     cfg = json.loads(cfg_path.read_text())
     del cfg["projection"]
     cfg_path.write_text(json.dumps(cfg))

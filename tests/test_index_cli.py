@@ -9,6 +9,8 @@ import pytest
 from simkit_cli.app import app
 from typer.testing import CliRunner
 
+from simkit.fsutil import resolve_version
+
 
 @pytest.fixture
 def runner():
@@ -105,7 +107,7 @@ def test_build_lsh_and_bad_index_dir(tmp_path, runner, tiny_bert_dir, texts):
     res = run(runner, "index", "build", corpus, "--model", tiny_bert_dir, "--preset", "ivf", "--lsh-mode", "ivf",
               "-o", tmp_path / "bad", ok=False)
     assert res.exit_code == 1 and "--lsh-mode 'ivf' applies to --preset lsh" in res.stderr
-    cfg = json.loads((idx / "config.json").read_text())
-    (idx / "config.json").write_text(json.dumps({**cfg, "format_version": 2}))
+    cfg = json.loads((resolve_version(idx) / "config.json").read_text())
+    (resolve_version(idx) / "config.json").write_text(json.dumps({**cfg, "format_version": 2}))
     res = run(runner, "index", "query", idx, "x", ok=False)
     assert res.exit_code == 1 and "format_version 2 is not supported" in res.stderr and str(idx) in res.stderr

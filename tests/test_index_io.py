@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from simkit.errors import FormatError, InputError
+from simkit.fsutil import resolve_version
 from simkit.index import LSHIndex, VectorIndex, load_index
 
 
@@ -38,7 +39,7 @@ def test_round_trip(tmp_path, data, make, mmap):
     assert type(back) is type(idx) and len(back) == len(idx)
     assert back.search(Q, top_k=7) == idx.search(Q, top_k=7)
     assert back.get("d42") == {"id": "d42", "text": "text d42", "metadata": {"n": 42}}
-    cfg = json.loads((tmp_path / "idx" / "config.json").read_text())
+    cfg = json.loads((resolve_version(tmp_path / "idx") / "config.json").read_text())
     assert cfg["format"] == "simkit-index" and cfg["format_version"] == 1 and cfg["count"] == 1500
     assert cfg["dim"] == 32 and cfg["metric"] == idx.metric and cfg["simkit_version"]
 
@@ -61,10 +62,10 @@ def test_loaded_index_grows_without_touching_the_saved_dir(tmp_path, data):
 def test_broken_directories(tmp_path, data):
     X, _, ids = data
     VectorIndex(preset="flat").add(X, ids).save(tmp_path / "idx")
-    cfg_file = tmp_path / "idx" / "config.json"
+    cfg_file = resolve_version(tmp_path / "idx") / "config.json"
     cfg = json.loads(cfg_file.read_text())
     # truncated FAISS file
-    faiss_file = tmp_path / "idx" / "index.faiss"
+    faiss_file = resolve_version(tmp_path / "idx") / "index.faiss"
     good = faiss_file.read_bytes()
     faiss_file.write_bytes(good[: len(good) // 2])
     with pytest.raises(FormatError, match=str(faiss_file)):
@@ -88,13 +89,13 @@ def test_broken_directories(tmp_path, data):
         load_index(tmp_path / "idx")
     # truncated LSH arrays
     LSHIndex(nbits=64).add(X, ids).save(tmp_path / "lsh")
-    vec = tmp_path / "lsh" / "vectors.npy"
+    vec = resolve_version(tmp_path / "lsh") / "vectors.npy"
     vec.write_bytes(vec.read_bytes()[:1000])
     with pytest.raises(FormatError, match="vectors.npy"):
         load_index(tmp_path / "lsh")
     # IVF-mode lists that point past the centroids
     LSHIndex(nbits=64, mode="ivf", nlist=8).add(X, ids).save(tmp_path / "lsh-ivf")
-    np.save(tmp_path / "lsh-ivf" / "lists.npy", np.full(len(ids), 8, np.int64))
+    np.save(resolve_version(tmp_path / "lsh-ivf") / "lists.npy", np.full(len(ids), 8, np.int64))
     with pytest.raises(FormatError, match="lists.npy disagree with config.json"):
         load_index(tmp_path / "lsh-ivf")
 
@@ -112,7 +113,7 @@ def test_transform_saved_with_index(tmp_path, data):
     assert [[h["id"] for h in r] for r in a] == [[h["id"] for h in r] for r in b]
     # the reloaded whitening recomputes its bias in float32: equal to ~1e-6, not bit for bit
     np.testing.assert_allclose([[h["score"] for h in r] for r in a], [[h["score"] for h in r] for r in b], atol=1e-5)
-    cfg = json.loads((tmp_path / "idx" / "config.json").read_text())
+    cfg = json.loads((resolve_version(tmp_path / "idx") / "config.json").read_text())
     assert cfg["transform"] == "transform" and [s["class"] for s in cfg["transform_steps"]] == ["Whitening", "Normalize"]
 
 

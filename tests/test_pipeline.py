@@ -44,7 +44,9 @@ def test_whiten_apply_store_answers_text_like_index_transform(tmp_path, corpus, 
         b = hits(run("index", "query", tmp_path / "b", q, "-k", "5"))
         assert [i for i, _ in a[0]] == [i for i, _ in b[0]]
         np.testing.assert_allclose([s for _, s in a[0]], [s for _, s in b[0]], atol=1e-4)
-    cfg = json.loads((tmp_path / "embw" / "pipeline" / "config.json").read_text())
+    from simkit.fsutil import resolve_version
+
+    cfg = json.loads((resolve_version(tmp_path / "embw") / "pipeline" / "config.json").read_text())
     assert [s["class"] for s in cfg["steps"]] == ["Whitening"] and cfg["dim"] == 8
 
 

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from simkit.fsutil import resolve_version
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
@@ -22,5 +24,5 @@ def test_readme_python_example(tmp_path, monkeypatch):
     exec(compile(code, str(README), "exec"), scope)
     assert scope["X"].shape == (4, 192)
     assert len(scope["hits"][0]) == 2 and scope["hits"][0][0]["id"] in {"q1", "q2", "q3", "q4"}
-    assert (tmp_path / "faq-index" / "config.json").is_file()
+    assert (resolve_version(tmp_path / "faq-index") / "config.json").is_file()
     assert scope["load_index"]("faq-index").search_text(["花呗还款"], top_k=1, encoder=scope["enc"])

@@ -14,6 +14,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import simkit.whitening as whitening_module
 from simkit.errors import FormatError, InputError
+from simkit.fsutil import resolve_version
 from simkit.transforms import (
     Chain,
     Normalize,
@@ -267,7 +268,7 @@ def test_chain_save_load_identical(tmp_path):
     loaded = load_transform(tmp_path / "w")
     assert np.array_equal(loaded.transform(X), chain.transform(X))
     np.testing.assert_allclose(np.linalg.norm(loaded.transform(X), axis=1), 1, atol=1e-6)
-    cfg = json.loads((tmp_path / "w" / "config.json").read_text())
+    cfg = json.loads((resolve_version(tmp_path / "w") / "config.json").read_text())
     assert cfg["format"] == "simkit-transform" and cfg["format_version"] == 1
     assert [s["class"] for s in cfg["steps"]] == ["Whitening", "Normalize"]
     assert cfg["n_features_in"] == 24 and cfg["n_components"] == 12
@@ -312,7 +313,7 @@ def test_save_refuses_unfitted_and_unknown(tmp_path):
 def saved(tmp_path):
     X = make_data(n=100, d=8)
     save_transform(Chain([Whitening(4), Normalize()]).fit(X), tmp_path / "w")
-    return tmp_path / "w"
+    return resolve_version(tmp_path / "w")  # the files of the current version
 
 
 def _edit_config(path, fn):

@@ -22,7 +22,7 @@ import numpy as np
 
 from .. import __version__
 from ..errors import FormatError, InputError
-from ..fsutil import atomic_dir, read_config, write_json
+from ..fsutil import atomic_dir, cfg_value, load_versioned, read_config, resolve_version, write_json
 from .store import DocStore
 
 FORMAT = "simkit-index"
@@ -109,6 +109,8 @@ class BaseIndex:
             X = X[None, :]
         if X.ndim != 2:
             raise InputError(f"{name} must be 1-D (one vector) or 2-D (n, dim); got shape {X.shape}")
+        if X.shape[1] == 0:
+            raise InputError(f"{name} have dimension 0 (shape {X.shape}: an empty array?); expected dimension >= 1")
         if X.dtype.kind not in "fiu":
             raise InputError(f"{name} must be numeric; got dtype {X.dtype}")
         X = np.ascontiguousarray(X, dtype=np.float32)
@@ -270,13 +272,13 @@ class BaseIndex:
         """Write the index directory atomically (see the module docstring of simkit.index)."""
         if not self.is_fitted:
             raise InputError("cannot save an index that has no vectors yet")
-        from ..transforms import describe, save_transform
+        from ..transforms import describe, write_transform
 
-        with atomic_dir(path, overwrite=overwrite) as tmp:
+        with atomic_dir(path, overwrite=overwrite, kind=FORMAT) as tmp:
             extra = self._save_payload(tmp)
             self.store_.save(tmp / "store.sqlite")
             if self.transform is not None:
-                save_transform(self.transform, tmp / "transform")
+                write_transform(self.transform, tmp / "transform")
             if self.pipeline_ is not None:
                 self.pipeline_.save_into(tmp / "pipeline")
             write_json(tmp / "config.json", {
@@ -290,6 +292,7 @@ class BaseIndex:
             })
 
     def _load_common(self, path: Path, cfg: dict) -> None:
+        """Store, transform and pipeline of the version directory ``path`` (config already checked)."""
         from ..pipeline import Pipeline
         from ..transforms import load_transform
 
@@ -301,21 +304,68 @@ class BaseIndex:
         self._store = DocStore.open(path / "store.sqlite")
         if self._store.count != cfg["count"]:
             raise FormatError(f"{path / 'store.sqlite'}: {self._store.count} documents, but config.json says {cfg['count']}")
+        if self._store.id_type and cfg["ids"] and self._store.id_type != cfg["ids"]:
+            raise FormatError(f"{path / 'store.sqlite'}: id type {self._store.id_type!r}, but config.json says {cfg['ids']!r}")
         if self.transform is not None:
-            self.transform = load_transform(path / self.transform)
+            # Only the chain saved inside this version: never a path from the config elsewhere.
+            self.transform = load_transform(path / "transform", versioned=False)
+            dims = (getattr(self.transform.steps[0], "n_features_in_", self._dim_in), self.transform.n_components_)
+            if dims != (self._dim_in, self._dim):
+                raise FormatError(f"{path / 'transform'}: maps {dims[0]} -> {dims[1]} dims, "
+                                  f"but config.json says {self._dim_in} -> {self._dim}")
+        elif self._dim_in != self._dim:
+            raise FormatError(f"{path / 'config.json'}: dim_in {self._dim_in} != dim {self._dim} without a transform")
+
+    def _check_labels(self, labels: np.ndarray, where: Path) -> None:
+        """Every label the vectors carry must name a document of the store."""
+        if not len(labels):
+            return
+        id_of = self.store_._ids
+        bad = (labels < 0) | (labels >= len(id_of))
+        if not bad.any():
+            bad = np.fromiter((id_of[x] is None for x in labels.tolist()), dtype=bool, count=len(labels))
+        if bad.any():
+            raise FormatError(f"{where}: label {int(labels[np.flatnonzero(bad)[0]])} has no document in "
+                              f"store.sqlite ({int(bad.sum())} such labels); the index and its store disagree")
 
 
 def read_index_config(path: str | os.PathLike) -> dict:
-    return read_config(path, FORMAT, FORMAT_VERSION)
+    """The checked config.json of the current version (every key the loaders use)."""
+    return check_index_config(resolve_version(path))
+
+
+def check_index_config(path: Path) -> dict:
+    cfg = read_config(path, FORMAT, FORMAT_VERSION)
+    f = path / "config.json"
+    kind = cfg_value(cfg, "kind", f, str)
+    if kind not in BaseIndex.kinds:
+        raise FormatError(f"{f}: unknown index kind {kind!r}; expected one of {sorted(BaseIndex.kinds)}")
+    for key in ("dim", "dim_in", "count"):
+        if cfg_value(cfg, key, f, int) < (0 if key == "count" else 1):
+            raise FormatError(f"{f}: key {key!r} is {cfg[key]!r}, expected a positive integer")
+    cfg_value(cfg, "metric", f, str)
+    if cfg_value(cfg, "ids", f, str, optional=True) not in (None, "str", "int"):
+        raise FormatError(f"{f}: key 'ids' is {cfg['ids']!r}, expected 'str' or 'int'")
+    cfg.setdefault("ids", None)
+    if cfg_value(cfg, "transform", f, str, optional=True) not in (None, "transform"):
+        raise FormatError(f"{f}: key 'transform' is {cfg['transform']!r}; an index's transform must be "
+                          "its own 'transform' directory (no paths outside the index)")
+    cfg_value(cfg, "model", f, dict, optional=True)
+    return cfg
 
 
 def load_index(path: str | os.PathLike, mmap: bool = False):
-    """Load a saved index of any registered kind (:class:`VectorIndex`, :class:`LSHIndex`)."""
-    path = Path(path)
-    cfg = read_index_config(path)
+    """Load a saved index of any registered kind (:class:`VectorIndex`, :class:`LSHIndex`).
+
+    All files come from one version of the index (see :mod:`simkit.fsutil`), so a concurrent
+    rewrite never mixes two versions.
+    """
+    return load_versioned(path, lambda version: _load_version(version, mmap))
+
+
+def _load_version(path: Path, mmap: bool):
+    cfg = check_index_config(path)
     classes = BaseIndex.kinds
-    if cfg.get("kind") not in classes:
-        raise FormatError(f"{path / 'config.json'}: unknown index kind {cfg.get('kind')!r}; expected one of {sorted(classes)}")
     return classes[cfg["kind"]]._load(path, cfg, mmap)
 
 

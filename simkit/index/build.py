@@ -24,6 +24,7 @@ import numpy as np
 
 from ..corpus import CorpusFormat, read_corpus
 from ..errors import InputError
+from ..fsutil import resolve_version
 from ..pipeline import Pipeline
 from .base import BaseIndex
 
@@ -52,7 +53,8 @@ def read_vectors(input: str | os.PathLike, *, pipeline: Pipeline | None = None,
     ids match the input's, in order.
     """
     path = Path(input)
-    if path.is_dir() and (path / "manifest.json").exists():
+    version = resolve_version(path) if path.is_dir() else path  # a versioned store keeps its files there
+    if path.is_dir() and (version / "manifest.json").exists():
         from ..store import EmbeddingStore
 
         store = EmbeddingStore.load(path)
@@ -60,7 +62,7 @@ def read_vectors(input: str | os.PathLike, *, pipeline: Pipeline | None = None,
         if pipeline is not None and own is not None:
             check_same_pipeline(own, pipeline, f"the embedding store {path}")
         vecs = Vectors(np.asarray(store.embeddings), store.ids, None, own if own is not None else pipeline)
-    elif path.suffix == ".npy" or (path.is_dir() and (path / "embeddings.npy").exists()):
+    elif path.suffix == ".npy" or (path.is_dir() and (version / "embeddings.npy").exists()):
         vecs = _bare_vectors(path, ids, pipeline)
     else:
         if ids is not None or texts is not None:
@@ -158,17 +160,17 @@ def add_input(index: str | os.PathLike, input: str | os.PathLike, *, upsert: boo
     elif own is not None:
         read_options["pipeline"] = own
     src = read_vectors(input, **read_options)
-    before = len(current)
-    (current.upsert if upsert else current.add)(src.vectors, src.ids, src.texts)
-    current.save(index, overwrite=True)
-    return {"added": len(src.ids), "count_before": before, "count": len(current)}
+    from .ops import add_to_index  # a locked read-modify-write of the newest version
+
+    return add_to_index(index, src.vectors, src.ids, src.texts, upsert=upsert, pipeline=src.pipeline)
 
 
 def describe_index(index: str | os.PathLike) -> dict:
-    """The saved config of an index, with its files and their sizes (JSON-able)."""
+    """The saved config of an index, its current version's files and sizes, and what is left of
+    older versions or crashed writers (JSON-able)."""
+    from ..fsutil import artifact_status, resolve_version
     from .base import read_index_config
 
-    path = Path(index)
-    cfg = read_index_config(path)
-    files = {p.name: p.stat().st_size for p in sorted(path.iterdir()) if p.is_file()}
-    return {**cfg, "files": files, "bytes": sum(files.values())}
+    cfg, version = read_index_config(index), resolve_version(index)
+    files = {p.name: p.stat().st_size for p in sorted(version.iterdir()) if p.is_file()}
+    return {**cfg, "files": files, "bytes": sum(files.values()), **artifact_status(index)}

@@ -12,6 +12,7 @@ import math
 import warnings
 
 import faiss
+import numpy as np
 
 from ..errors import InputError, check_choice
 
@@ -121,6 +122,20 @@ def find_hnsw(index: faiss.Index):
 
 def find_ivf(index: faiss.Index):
     return faiss.try_extract_index_ivf(index)
+
+
+def index_labels(index: faiss.Index):
+    """The int64 labels stored in ``index`` (IDMap or IVF lists), or None if it keeps none."""
+    index = faiss.downcast_index(index)
+    if isinstance(index, (faiss.IndexIDMap, faiss.IndexIDMap2)):
+        return faiss.vector_to_array(index.id_map).astype(np.int64, copy=False)
+    ivf = find_ivf(index)
+    if ivf is None:
+        return None
+    inv = ivf.invlists
+    parts = [faiss.rev_swig_ptr(inv.get_ids(i), inv.list_size(i)).copy()
+             for i in range(ivf.nlist) if inv.list_size(i)]
+    return np.concatenate(parts).astype(np.int64, copy=False) if parts else np.empty(0, np.int64)
 
 
 def supports_remove(index: faiss.Index) -> bool:

@@ -30,10 +30,13 @@ import faiss
 import numpy as np
 
 from ..errors import FormatError, InputError, check_choice
+from ..fsutil import cfg_value, load_npy
 from . import factory as fx
 from .base import BaseIndex
 
 MODES = ("flat", "multihash", "ivf")
+_DTYPES = {"projection": np.float32, "mean": np.float32, "vectors": np.float32, "codes": np.uint8,
+           "labels": np.int64, "centroids": np.float32, "lists": np.int64}
 PROJECTIONS = ("orthogonal", "gaussian")
 _CHUNK = 256  # queries re-ranked at a time: bounds the (chunk, candidates, dim) gather
 
@@ -89,7 +92,7 @@ class LSHIndex(BaseIndex):
         check_choice("projection", self.projection, PROJECTIONS)
         if not isinstance(self.nbits, (int, np.integer)) or self.nbits < 8 or self.nbits % 8:
             raise InputError(f"nbits={self.nbits!r}; expected a positive multiple of 8 (codes are packed to bytes)")
-        if self.rerank < 1:
+        if isinstance(self.rerank, bool) or not isinstance(self.rerank, (int, np.integer)) or self.rerank < 1:
             raise InputError(f"rerank={self.rerank}; expected >= 1 (candidates = rerank * top_k)")
         if self.mode == "multihash" and self._tables() * self.hash_bits > self.nbits:
             raise InputError(f"n_tables * hash_bits = {self._tables()} * {self.hash_bits} exceeds nbits={self.nbits}")
@@ -190,6 +193,10 @@ class LSHIndex(BaseIndex):
     # -- search -----------------------------------------------------------------------
     def _search(self, X: np.ndarray, k: int, rerank: int | None = None, nflip: int | None = None,
                 nprobe: int | None = None):
+        for name, value in (("rerank", rerank), ("nprobe", nprobe), ("nflip", nflip)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer))
+                                      or value < (0 if name == "nflip" else 1)):
+                raise InputError(f"{name}={value!r}; expected a {'non-negative' if name == 'nflip' else 'positive'} integer")
         n_cand = min(int(rerank or self.rerank) * k, self._ntotal())
         if nprobe is not None and self.mode != "ivf":
             raise InputError(f"nprobe applies to mode='ivf'; this LSH index has mode={self.mode!r}")
@@ -239,30 +246,44 @@ class LSHIndex(BaseIndex):
 
     @classmethod
     def _load(cls, path: Path, cfg: dict, mmap: bool = False) -> LSHIndex:
-        params = {k: cfg[k] for k in ("nbits", "mode", "n_tables", "hash_bits", "nflip", "rerank",
-                                      "center", "random_state")}
+        where = path / "config.json"
+        types = {"nbits": int, "mode": str, "n_tables": (int, type(None)), "hash_bits": int, "nflip": int,
+                 "rerank": int, "center": bool, "random_state": (int, type(None))}
+        params = {k: cfg_value(cfg, k, where, t) for k, t in types.items()}
         # indexes saved before the option existed used Gaussian projections (the matrix itself is stored)
-        params["projection"] = cfg.get("projection", "gaussian")
-        params.update(nlist=cfg.get("nlist"), nprobe=cfg.get("nprobe"))
+        params["projection"] = cfg_value(cfg, "projection", where, str, optional=True, default="gaussian")
+        params.update(nlist=cfg_value(cfg, "nlist", where, int, optional=True),
+                      nprobe=cfg_value(cfg, "nprobe", where, int, optional=True))
         self = cls(**params, metric=cfg["metric"], transform=cfg.get("transform"), model=cfg.get("model"))
-        self._check_params()
+        try:
+            self._check_params()
+            if self.hash_bits < 1 or self.nflip < 0 or (self.n_tables is not None and self.n_tables < 1):
+                raise InputError(f"hash_bits={self.hash_bits}, nflip={self.nflip}, n_tables={self.n_tables} out of range")
+        except InputError as e:
+            raise FormatError(f"{where}: {e}") from None
         for name in self._arrays():
             f = path / f"{name}.npy"
-            try:
-                arr = np.load(f, mmap_mode="r" if mmap and name in ("vectors", "codes") else None, allow_pickle=False)
-            except (OSError, ValueError, EOFError) as e:
-                raise FormatError(f"{f}: not a readable .npy file (truncated or missing?): {e}") from None
+            arr = load_npy(f, mmap=mmap and name in ("vectors", "codes"))
+            want = _DTYPES[name]
+            if arr.dtype != want:
+                raise FormatError(f"{f}: dtype {arr.dtype}, expected {np.dtype(want).name}")
+            if want == np.float32 and arr.size and not np.isfinite(arr).all():
+                raise FormatError(f"{f}: contains NaN or inf")
             setattr(self, name + "_", arr)
-        n, d = self.vectors_.shape[0], cfg["dim"]
+        n, d = (self.vectors_.shape[0] if self.vectors_.ndim else -1), cfg["dim"]
         if (self.vectors_.shape != (n, d) or self.codes_.shape != (n, self.nbits // 8)
-                or self.labels_.shape != (n,) or n != cfg["count"] or self.projection_.shape != (d, self.nbits)):
+                or self.labels_.shape != (n,) or n != cfg["count"] or self.projection_.shape != (d, self.nbits)
+                or self.mean_.shape != (d,)):
             raise FormatError(f"{path}: array shapes disagree with config.json (count {cfg['count']}, dim {d}, nbits {self.nbits})")
         if self.mode == "ivf":
             if (self.nprobe is None or self.centroids_.shape != (self.nlist, d) or self.lists_.shape != (n,)
                     or (n and not 0 <= int(self.lists_.min()) <= int(self.lists_.max()) < self.nlist)):
                 raise FormatError(f"{path}: centroids.npy / lists.npy disagree with config.json (nlist {self.nlist}, nprobe {self.nprobe}, count {n}, dim {d})")
             self.nprobe_ = int(self.nprobe)
+        if len(np.unique(self.labels_)) != n:
+            raise FormatError(f"{path / 'labels.npy'}: duplicate labels")
         self._load_common(path, cfg)
+        self._check_labels(np.asarray(self.labels_), path / "labels.npy")
         self._build_binary()
         return self
 

@@ -50,9 +50,18 @@ class DocStore:
             meta = dict(self._conn.execute("SELECT key, value FROM meta").fetchall())
         except sqlite3.DatabaseError as e:
             raise FormatError(f"{path}: not a readable simkit id/text store ({e})") from None
-        self.next_label = int(meta.get("next_label", 0))
-        self.id_type: str | None = meta.get("id_type")
+        self.id_type: str | None = meta.get("id_type") or None
         self.has_payload = meta.get("has_payload") == "1"
+        try:
+            self.next_label = int(meta.get("next_label", 0))
+        except (TypeError, ValueError):
+            raise FormatError(f"{path}: next_label {meta.get('next_label')!r} is not an integer") from None
+        want = {"str": str, "int": int, None: (str, int)}.get(self.id_type)
+        bad = next((r for r in rows if type(r[0]) is not int or not 0 <= r[0] < self.next_label
+                    or isinstance(r[1], bool) or not isinstance(r[1], want or ())), None)
+        if want is None or bad is not None or self.next_label > 2**40:
+            raise FormatError(f"{path}: inconsistent id/text store (id type {self.id_type!r}, "
+                              f"next_label {self.next_label}, bad row {bad!r})")
         self._ids = np.empty(max(self.next_label, rows[-1][0] + 1 if rows else 0), dtype=object)
         for label, i in rows:
             self._ids[label] = i
@@ -71,11 +80,14 @@ class DocStore:
 
     def save(self, path: str | os.PathLike) -> None:
         self._write_meta()
-        dest = sqlite3.connect(str(path))
         try:
-            self._conn.backup(dest)
-        finally:
-            dest.close()
+            dest = sqlite3.connect(str(path))
+            try:
+                self._conn.backup(dest)
+            finally:
+                dest.close()
+        except sqlite3.Error as e:  # "database or disk is full", a read-only directory...
+            raise InputError(f"{path}: cannot write the id/text store ({e})") from None
 
     def _write_meta(self) -> None:
         if self._readonly:
@@ -120,8 +132,11 @@ class DocStore:
         for s in range(0, len(uniq), _CHUNK):
             part = uniq[s : s + _CHUNK]
             q = f"SELECT label, text, metadata FROM docs WHERE label IN ({','.join('?' * len(part))})"
-            for label, text, meta in self._conn.execute(q, part):
-                out[label] = (text, json.loads(meta) if meta is not None else None)
+            try:
+                for label, text, meta in self._conn.execute(q, part):
+                    out[label] = (text, json.loads(meta) if meta is not None else None)
+            except (sqlite3.DatabaseError, json.JSONDecodeError, TypeError, RecursionError) as e:
+                raise FormatError(f"{self._path}: unreadable text or metadata ({e})") from None
         return out
 
     def get(self, doc_id) -> dict:

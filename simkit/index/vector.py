@@ -22,7 +22,8 @@ from typing import Any
 import faiss
 import numpy as np
 
-from ..errors import FormatError, InputError, check_choice
+from ..errors import FormatError, InputError
+from ..fsutil import cfg_value
 from . import factory as fx
 from .base import BaseIndex
 
@@ -70,6 +71,7 @@ class VectorIndex(BaseIndex):
 
     def _fit(self, X: np.ndarray) -> None:
         fx.faiss_metric(self.metric)
+        self._check_knobs()
         if self.factory is not None and self.preset is not None:
             raise InputError("pass either factory=... or preset=..., not both")
         if self.factory is None:
@@ -86,8 +88,15 @@ class VectorIndex(BaseIndex):
         self.index_ = index
         self._bind()
 
+    def _check_knobs(self) -> None:
+        for name in ("nprobe", "efSearch"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
+                raise InputError(f"{name}={value!r}; expected a positive integer (or None for the default)")
+
     def _bind(self) -> None:
         """Keep handles on the knobs searches turn, and their defaults."""
+        self._check_knobs()
         self._ivf = fx.find_ivf(self.index_)
         self._hnsw = fx.find_hnsw(self.index_)
         if self.nprobe is not None and self._ivf is not None:
@@ -118,6 +127,9 @@ class VectorIndex(BaseIndex):
     # -- search -----------------------------------------------------------------------
     def _search(self, X: np.ndarray, k: int, nprobe: int | None = None, efSearch: int | None = None):
         saved = []
+        for name, value in (("nprobe", nprobe), ("efSearch", efSearch)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
+                raise InputError(f"{name}={value!r}; expected a positive integer")
         if nprobe is not None:
             if self._ivf is None:
                 raise InputError(f"nprobe applies to IVF indexes; this one is {self.factory_!r}")
@@ -138,7 +150,12 @@ class VectorIndex(BaseIndex):
 
     # -- persistence ------------------------------------------------------------------
     def _save_payload(self, tmp: Path) -> dict:
-        faiss.write_index(self.index_, str(tmp / "index.faiss"))
+        try:
+            faiss.write_index(self.index_, str(tmp / "index.faiss"))
+        except RuntimeError as e:  # a full disk, for one: FAISS reports it as a RuntimeError
+            msg = str(e).strip().splitlines()[-1]
+            reason = msg[msg.rfind("(") + 1 : -1] if msg.endswith(")") else msg
+            raise InputError(f"{tmp / 'index.faiss'}: cannot write the FAISS index ({reason})") from None
         return {
             "factory": self.factory_, "preset": self.preset,
             "nprobe": self._ivf.nprobe if self._ivf is not None else None,
@@ -147,10 +164,16 @@ class VectorIndex(BaseIndex):
 
     @classmethod
     def _load(cls, path: Path, cfg: dict, mmap: bool = False) -> VectorIndex:
-        check_choice("metric", cfg.get("metric"), fx.METRICS)
-        self = cls(cfg.get("factory"), preset=None, metric=cfg["metric"], transform=cfg.get("transform"),
+        where = path / "config.json"
+        if cfg["metric"] not in fx.METRICS:
+            raise FormatError(f"{where}: unknown metric {cfg['metric']!r}; expected one of {', '.join(fx.METRICS)}")
+        factory = cfg_value(cfg, "factory", where, str)
+        for key in ("nprobe", "efSearch"):
+            if cfg_value(cfg, key, where, int, optional=True) is not None and cfg[key] < 1:
+                raise FormatError(f"{where}: key {key!r} is {cfg[key]!r}, expected a positive integer or null")
+        self = cls(factory, preset=None, metric=cfg["metric"], transform=cfg.get("transform"),
                    model=cfg.get("model"))
-        self.factory_ = cfg["factory"]
+        self.factory_ = factory
         file = path / "index.faiss"
         if not file.is_file():
             raise FormatError(f"{file}: not found; the index directory {path} is incomplete")
@@ -161,7 +184,12 @@ class VectorIndex(BaseIndex):
         self._mmapped = mmap
         if self.index_.d != cfg["dim"] or self.index_.ntotal != cfg["count"]:
             raise FormatError(f"{file}: dim {self.index_.d} / {self.index_.ntotal} vectors, but config.json says dim {cfg['dim']} / {cfg['count']}")
+        if self.index_.metric_type != fx.faiss_metric(cfg["metric"]):
+            raise FormatError(f"{file}: FAISS metric type {self.index_.metric_type} does not match metric {cfg['metric']!r} in config.json")
         self._load_common(path, cfg)
+        labels = fx.index_labels(self.index_)
+        if labels is not None:
+            self._check_labels(labels, file)
         self._bind()
         if cfg.get("nprobe") is not None and self._ivf is not None:
             self._ivf.nprobe = int(cfg["nprobe"])

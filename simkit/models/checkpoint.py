@@ -23,7 +23,7 @@ import torch
 
 from .. import __version__
 from ..errors import FormatError, InputError
-from ..fsutil import atomic_dir, read_config, read_json, write_json
+from ..fsutil import atomic_dir, cfg_value, read_config, read_json, write_json
 from ..pooling import check_pooling
 from ..tokenization import Tokenizer
 from .simbert import BACKBONES, SimBertModel
@@ -86,7 +86,9 @@ def save_model(
         "source": info.source,
         **({"extra": info.extra} if info.extra else {}),
     }
-    with atomic_dir(path, overwrite=overwrite) as tmp:
+    # Unversioned (files directly inside, as Hugging Face-style tools expect); replaced by one
+    # atomic exchange of the whole directory (see simkit.fsutil).
+    with atomic_dir(path, overwrite=overwrite, kind=FORMAT, versioned=False) as tmp:
         save_file(state, str(tmp / WEIGHTS), metadata={"format": "pt"})
         tokenizer.save(tmp)
         write_json(tmp / "config.json", config)
@@ -174,14 +176,24 @@ def _load_simkit(path: Path, pre_tokenize: str | None):
     backbone = cfg.get("backbone")
     if backbone not in BACKBONES:
         raise FormatError(f"{path / 'config.json'}: unknown backbone {backbone!r}; expected {BACKBONES}")
-    hf_config = _config_class(backbone).from_dict(cfg["backbone_config"])
-    model = SimBertModel(
-        backbone,
-        hf_config,
-        with_pooler=cfg.get("has_pooler", True),
-        with_lm_head=cfg.get("has_lm_head", True),
-        pooler_activation=cfg.get("pooler_activation") or "linear",
-    )
+    where = path / "config.json"
+    cfg_value(cfg, "backbone_config", where, dict)
+    for key in ("has_pooler", "has_lm_head"):
+        cfg_value(cfg, key, where, bool, optional=True)
+    for key, types in (("pooling", str), ("pre_tokenize", str), ("pooler_activation", str), ("source", str),
+                       ("max_seq_length", int), ("extra", dict)):
+        cfg_value(cfg, key, where, types, optional=True)
+    try:
+        hf_config = _config_class(backbone).from_dict(cfg["backbone_config"])
+        model = SimBertModel(
+            backbone,
+            hf_config,
+            with_pooler=cfg.get("has_pooler", True),
+            with_lm_head=cfg.get("has_lm_head", True),
+            pooler_activation=cfg.get("pooler_activation") or "linear",
+        )
+    except (TypeError, ValueError, AttributeError, KeyError, RuntimeError, AssertionError) as e:
+        raise FormatError(f"{where}: key 'backbone_config' does not describe a valid model ({type(e).__name__}: {e})") from None
     weights = path / WEIGHTS
     if not weights.is_file():
         raise FormatError(f"{weights}: not found; the model directory {path} has no weights")

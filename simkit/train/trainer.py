@@ -28,7 +28,7 @@ import torch
 from ..collate import pad_batch
 from ..encoder import Encoder
 from ..errors import InputError, SimkitError, check_choice
-from ..fsutil import write_json
+from ..fsutil import lock_path, write_json
 from ..models.checkpoint import ModelInfo, load_model, save_model
 from ..models.simbert import SimBertModel
 from ..tokenization import Tokenizer
@@ -235,13 +235,13 @@ class Trainer:
         cfg, out = self.config, Path(output)
         if out.exists() and resume_from is None and not overwrite and any(out.iterdir()):
             raise InputError(f"{out} already exists and is not empty; pass --overwrite or --resume")
-        out.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(cfg.seed)
         self.model.to(self.device).train()
         total = self.total_steps()
         opt, sched = self._optimizer(total)
         if resume_from is not None:
             self._resume(Path(resume_from), opt, sched)
+        out.mkdir(parents=True, exist_ok=True)  # after a refused resume: no empty output dir
         write_json(out / "train_config.json", {"train_config": dataclasses.asdict(cfg),
                                                "positives": len(self.positives), "labelled": len(self.labelled),
                                                "total_steps": total})
@@ -344,6 +344,7 @@ class Trainer:
         tmp.rename(path / "trainer_state.pt")
         for old in sorted(ckdir.glob("step-*"))[: -self.config.keep_checkpoints]:
             shutil.rmtree(old, ignore_errors=True)
+            lock_path(old).unlink(missing_ok=True)  # its writer lock (this trainer is the only writer)
 
     def _resume(self, path: Path, opt, sched) -> None:
         if path.name == "checkpoints" or (path / "checkpoints").is_dir():
@@ -355,19 +356,29 @@ class Trainer:
         state_file = path / "trainer_state.pt"
         if not state_file.is_file():
             raise TrainingError(f"{state_file}: not found; {path} is not a training checkpoint")
-        state = torch.load(state_file, map_location="cpu", weights_only=True)
+        try:  # weights_only: a pickle that would run code is refused by torch, reported here
+            state = torch.load(state_file, map_location="cpu", weights_only=True)
+        except Exception as e:
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise TrainingError(f"{state_file}: not a loadable trainer state ({reason})") from None
+        keys = ("step", "best_score", "optimizer", "scheduler", "rng", "main", "aux", "model_config")
+        if not isinstance(state, dict) or not all(k in state for k in keys) or not isinstance(state["model_config"], dict):
+            raise TrainingError(f"{state_file}: not a simkit trainer state (expected the keys {', '.join(keys)})")
         mine = {k: v for k, v in self.model.config.to_dict().items() if k in _SHAPE_KEYS}
         theirs = {k: v for k, v in state["model_config"].items() if k in _SHAPE_KEYS}
         if mine != theirs:
             raise TrainingError(f"{path}: checkpoint of another model ({theirs}); this model is {mine}")
         model, _, _ = load_model(path)
         self.model.load_state_dict(model.state_dict())
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng"])
-        self.main.load_state_dict(state["main"])
-        if self.aux is not None and state["aux"] is not None:
-            self.aux.load_state_dict(state["aux"])
+        try:
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+            torch.set_rng_state(state["rng"])
+            self.main.load_state_dict(state["main"])
+            if self.aux is not None and state["aux"] is not None:
+                self.aux.load_state_dict(state["aux"])
+        except (KeyError, ValueError, TypeError, RuntimeError, AttributeError, IndexError) as e:
+            raise TrainingError(f"{state_file}: trainer state does not fit this run ({type(e).__name__}: {e})") from None
         self.step, self.best_score = state["step"], state["best_score"]
         log.info("resumed from %s at step %d", path, self.step)
 
