@@ -17,6 +17,7 @@ from . import eval as _eval
 from . import index as _index
 from . import info as _info
 from . import paraphrase as _paraphrase
+from . import serve as _serve
 from . import train as _train
 from . import transforms as _transforms
 
@@ -51,6 +52,7 @@ _train.register(app)
 _transforms.register(app)
 _convert.register(app)
 _info.register(app)
+_serve.register(app)
 
 
 def main() -> None:

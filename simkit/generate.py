@@ -253,7 +253,7 @@ class Paraphraser:
         dev = self.encoder.device
         gen = torch.Generator(device=dev)
         gen.manual_seed(int(seed) if seed is not None else int(torch.seed()))
-        B, L = len(src), max(len(x) for x in src)
+        B = len(src)
         ids = pad_batch(src, self.tokenizer.pad_token_id)["input_ids"]
         lengths = torch.tensor([len(x) for x in src], dtype=torch.long, device=dev)
         sep = self.tokenizer.sep_token_id
