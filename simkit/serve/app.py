@@ -233,10 +233,10 @@ def create_app(registry: Registry, limits: Limits | None = None, api_key: str | 
         served = registry.get(name)
         return served, served.current  # one version for the whole request
 
-    async def encode(state: Loaded, texts: list[str]) -> np.ndarray:
+    async def encode(state: Loaded, texts: list[str], step=None):
         if state.batcher is None:
             raise ApiError(422, "this index was built from bare vectors and has no model: search it with \"vectors\"")
-        return await state.batcher.encode(texts, state.pipeline.transform_vectors)
+        return await state.batcher.submit(texts, step or Vectors(state.pipeline))
 
     # -- endpoints ------------------------------------------------------------------------
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
@@ -264,9 +264,9 @@ def create_app(registry: Registry, limits: Limits | None = None, api_key: str | 
             raise ApiError(422, "give either \"queries\" (texts) or \"vectors\", not both or neither")
 
         async def work():
-            if req.queries is not None:
+            if req.queries is not None:  # encoded and searched with the batch it joins
                 texts_ok("queries", req.queries)
-                X = await encode(state, req.queries)
+                return await encode(state, req.queries, Search(state, req.top_k, req.filter))
             else:
                 if not req.vectors:
                     raise ApiError(422, "vectors is empty; give at least one")
@@ -343,6 +343,38 @@ def _describe(served: Served) -> dict:
     return {"name": served.name, "count": len(index), "dim": index.dim_, "dim_in": index.dim_in_,
             "kind": index.kind, "metric": index.metric, "version": state.version,
             "can_encode": state.batcher is not None, "model": index.model_ref_}
+
+
+class Vectors:
+    """Batcher step: the pipeline's vectors (its transform chain over the model's rows)."""
+
+    def __init__(self, pipeline):
+        self.pipeline = pipeline
+        self.key = ("vectors", id(pipeline))
+
+    def __call__(self, blocks: list[np.ndarray]) -> list[np.ndarray]:
+        return _split(self.pipeline.transform_vectors(np.concatenate(blocks)), blocks)
+
+
+class Search:
+    """Batcher step: the pipeline's vectors searched in the index, one FAISS call for all the
+    requests of a batch that ask this index version for the same ``top_k`` (no filter)."""
+
+    def __init__(self, state: Loaded, top_k: int, flt: dict | None):
+        self.state, self.top_k, self.filter = state, top_k, flt
+        self.key = ("search", id(state), top_k) if not flt else ("search", id(self))
+
+    def __call__(self, blocks: list[np.ndarray]) -> list[list]:
+        X = self.state.pipeline.transform_vectors(np.concatenate(blocks))
+        return _split(_search(self.state.index, X, self.top_k, self.filter), blocks)
+
+
+def _split(rows, blocks: list[np.ndarray]) -> list:
+    out, start = [], 0
+    for b in blocks:
+        out.append(rows[start:start + len(b)])
+        start += len(b)
+    return out
 
 
 def _search(index, X: np.ndarray, top_k: int, flt: dict | None) -> list:

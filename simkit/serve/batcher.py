@@ -4,9 +4,13 @@ Every model call of the service runs on one thread (a :class:`OneThread`), so th
 never waits on torch and two requests never race for the CPU inside the model. A
 :class:`MicroBatcher` (one per loaded encoder) gathers the texts of the requests that arrive
 within a short window, up to ``max_batch`` texts, encodes them in one call on that thread and
-hands each request its own rows back through a future. While the model is busy, new requests
+hands each request its result back through a future. While the model is busy, new requests
 queue up and form the next batch, so the batch grows with the load and a lone request waits
 at most the window.
+
+What follows the encode is batched too: a request names a *step* (its pipeline's transform
+chain, then perhaps an index search), and the requests of one batch whose steps share a
+``key`` are finished by one call (one FAISS search over all their rows, not one each).
 """
 
 from __future__ import annotations
@@ -15,9 +19,10 @@ import asyncio
 import collections
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -40,10 +45,20 @@ class OneThread:
         self.executor.shutdown(wait=False, cancel_futures=True)
 
 
+class Step(Protocol):
+    """What a request does with its rows after the shared encode, for many requests at once:
+    ``step(blocks)`` takes one block of rows (model space) per request and returns one result
+    per request. Requests whose steps have equal ``key`` are finished by one call."""
+
+    key: Hashable
+
+    def __call__(self, blocks: list[np.ndarray]) -> list: ...
+
+
 @dataclass
 class _Job:
     texts: list[str]
-    finish: Callable[[np.ndarray], np.ndarray] | None  # the request's own transform chain
+    step: Step | None  # None: the rows in the model's space
     future: asyncio.Future
     arrived: float = field(default=0.0)
 
@@ -53,9 +68,9 @@ class MicroBatcher:
 
     ``max_batch`` bounds the texts of one call (a single larger request runs alone, unsplit);
     ``window_ms`` is how long the first waiting request waits for company while the model is
-    idle. ``finish`` (per request) maps the request's rows in the model's space to its
-    pipeline's space (``Pipeline.transform_vectors``), so indexes that share a model but not a
-    transform chain share batches.
+    idle. Each request's :class:`Step` maps its rows from the model's space onward (its
+    pipeline's transform chain, a search), so indexes that share a model but not a transform
+    chain share batches.
     """
 
     def __init__(self, encoder, model_thread: OneThread, max_batch: int = 64,
@@ -73,13 +88,14 @@ class MicroBatcher:
         self.texts = 0
         self.max_seen = 0
 
-    async def encode(self, texts: list[str], finish: Callable | None = None) -> np.ndarray:
-        """The request's vectors (len(texts), d), encoded together with whoever else is waiting."""
+    async def submit(self, texts: list[str], step: Step | None = None) -> Any:
+        """``step``'s result for these texts (or their rows in the model's space), encoded
+        together with whoever else is waiting."""
         loop = asyncio.get_running_loop()
         if self._task is None or self._task.done():
             self._wake = asyncio.Event()
             self._task = loop.create_task(self._loop(), name="simkit-batcher")
-        job = _Job(list(texts), finish, loop.create_future(), loop.time())
+        job = _Job(list(texts), step, loop.create_future(), loop.time())
         self._pending.append(job)
         self._n_pending += len(job.texts)
         self._wake.set()
@@ -157,12 +173,28 @@ class MicroBatcher:
                 return [e]
             log.info("a batch of %d requests failed (%s); encoding them one by one", len(jobs), e)
             return [self._run([job])[0] for job in jobs]  # one bad request fails alone
-        out, start = [], 0
+        blocks, start = [], 0
         for job in jobs:
-            rows = X[start:start + len(job.texts)]
+            blocks.append(X[start:start + len(job.texts)])
             start += len(job.texts)
+        out: list = list(blocks)
+        groups: dict[Hashable, list[int]] = {}
+        for i, job in enumerate(jobs):
+            if job.step is not None:
+                groups.setdefault(job.step.key, []).append(i)
+        for members in groups.values():
+            step = jobs[members[0]].step
             try:
-                out.append(job.finish(rows) if job.finish is not None else rows)
+                for i, res in zip(members, step([blocks[i] for i in members]), strict=True):
+                    out[i] = res
             except Exception as e:
-                out.append(e)
+                for i in members:  # one bad request fails alone
+                    out[i] = e if len(members) == 1 else _one(jobs[i].step, blocks[i])
         return out
+
+
+def _one(step: Step, block: np.ndarray):
+    try:
+        return step([block])[0]
+    except Exception as e:
+        return e
