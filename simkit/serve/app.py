@@ -276,7 +276,7 @@ def create_app(registry: Registry, limits: Limits | None = None, api_key: str | 
                 if len({len(v) for v in req.vectors}) != 1:
                     raise ApiError(422, "vectors: rows of different lengths")
                 X = np.asarray(req.vectors, dtype=np.float32)
-            return await registry.search_thread.run(_search, state.index, X, req.top_k, req.filter)
+            return await registry.model_thread.run(_search, state.index, X, req.top_k, req.filter)
 
         results = await limited(work())
         return {"index": served.name, "version": state.version, "results": results}
@@ -378,7 +378,7 @@ def _split(rows, blocks: list[np.ndarray]) -> list:
 
 
 def _search(index, X: np.ndarray, top_k: int, flt: dict | None) -> list:
-    """``index.search`` (on the search thread); with ``flt``, hits whose metadata match it,
+    """``index.search`` (on the model thread); with ``flt``, hits whose metadata match it,
     searching deeper until ``top_k`` match or the whole index was seen."""
     if not flt:
         return index.search(X, top_k=top_k)

@@ -30,9 +30,9 @@ log = logging.getLogger("simkit.serve")
 
 
 class OneThread:
-    """A single worker thread: every model call of the service runs on one (``simkit-model``),
-    every index search on another (``simkit-search``: a FAISS index and its SQLite store are
-    read from one thread)."""
+    """A single worker thread. The service runs every model call and every index search on
+    one (``simkit-model``): the CPU work happens in one place, and an index's FAISS object
+    and SQLite store are only ever used from that thread."""
 
     def __init__(self, name: str = "simkit-model"):
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)

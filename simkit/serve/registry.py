@@ -83,7 +83,6 @@ class Registry:
                  window_ms: float = 2.0, threads: int | None = None, warmup: bool = True):
         self.max_batch, self.window_ms, self.threads, self.warmup = max_batch, window_ms, threads, warmup
         self.model_thread = OneThread("simkit-model")
-        self.search_thread = OneThread("simkit-search")
         self._shared: dict[tuple, _Shared] = {}
         self._lock = threading.Lock()
         self.indexes: dict[str, Served] = {}
@@ -170,4 +169,3 @@ class Registry:
         for shared in list(self._shared.values()):
             await shared.batcher.aclose()
         self.model_thread.close()
-        self.search_thread.close()
