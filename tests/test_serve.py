@@ -219,6 +219,14 @@ def test_bad_bodies_get_json_errors_and_the_server_stays_up(server):
     assert post(server, "/search", {"index": "faq", "queries": ["花呗"]}).status_code == 200
 
 
+def test_request_timeout_is_a_json_504(server):
+    registry = Registry({"faq": server.root / "faq"}, window_ms=200, warmup=False)
+    with Server(create_app(registry, Limits(timeout_s=0.02))) as slow:
+        r = post(slow, "/search", {"queries": ["花呗"]})  # waits 200 ms for company: too long
+        assert r.status_code == 504 and r.json()["limit"] == "timeout_s"
+        assert httpx.get(slow.url + "/health", timeout=20).status_code == 200
+
+
 def test_index_replaced_under_the_server_is_picked_up(server, pipe, texts, caplog):
     live = server.root / "live"
     old = httpx.get(server.url + "/health", timeout=20).json()["indexes"]["live"]["version"]
