@@ -135,7 +135,7 @@ class Registry:
         """Per model: batches run, texts encoded, the largest batch (dynamic batching at work)."""
         with self._lock:
             shared = list(self._shared.values())
-        return [{"model": str(s.encoder.model_path), "batches": s.batcher.batches,
+        return [{"model": s.encoder.fingerprint, "batches": s.batcher.batches,  # no path: /health is open
                  "texts": s.batcher.texts, "max_batch_seen": s.batcher.max_seen} for s in shared]
 
     # -- hot reload ---------------------------------------------------------------------
