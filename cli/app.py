@@ -18,6 +18,7 @@ from . import export as _export
 from . import index as _index
 from . import info as _info
 from . import paraphrase as _paraphrase
+from . import serve as _serve
 from . import train as _train
 from . import transforms as _transforms
 from .common import APP_SETTINGS
@@ -53,6 +54,7 @@ _transforms.register(app)
 _convert.register(app)
 _export.register(app)
 _info.register(app)
+_serve.register(app)
 
 
 def main() -> None:

@@ -1,0 +1,278 @@
+"""`simkit serve` against the search service a user would write, under concurrent load.
+
+One index of N Chinese questions (unique sentences of ``pairs/bq-train.tsv`` of the shared
+``chinese-pairs`` data, read in place, never copied), encoded by the bundled default model
+(``Pipeline()``), exact search. Two servers on 127.0.0.1, each in its own process with the
+same torch thread count:
+
+(a) ``simkit serve`` (dynamic batching on one model thread);
+(b) the peer: a FastAPI app with a plain ``def`` endpoint that runs one ``encode`` per request
+    and a ``faiss.IndexFlatIP`` search (FastAPI runs such endpoints in its thread pool).
+
+A bounded async httpx loop runs C clients for --seconds (each client sends one query, waits
+for the answer, sends the next); per cell: requests/s, p50 and p99 latency. The cells
+alternate between (a) and (b) --repeats times; the table shows medians. The client runs on
+the same CPUs as the servers (a load both share alike). "raw encoder" is ``Pipeline.encode``
+on batches of --max-batch queries in this process: the ceiling for (a).
+
+(c) infinity-emb was not run: ``pip install --dry-run -c bench/constraints.txt
+'infinity-emb[torch,server]'`` (0.0.78) resolves only by downgrading transformers to 4.57,
+sentence-transformers to 3.4, numpy to 1.26 and typer to 0.12, so it cannot sit beside the
+project's stack; a fair run needs its own environment.
+
+    python bench/serve.py --data-dir ../shared/data/chinese-pairs --n 20000   # the issue's size
+    python bench/serve.py --data-dir ../shared/data/chinese-pairs --n 5000 --seconds 10 --repeats 2
+
+One run of the second line, 2026-11-27, Intel Xeon (2 logical CPUs shared with other users'
+jobs: load average 3.0 at the start, 9.4 at the end), each server 2 torch threads, window 2 ms:
+
+| clients | simkit serve req/s | p50 / p99 ms | peer req/s | p50 / p99 ms |
+|---:|---:|---:|---:|---:|
+| 1 | 50.5 | 17.0 / 66.2 | 66.3 | 13.4 / 40.2 |
+| 8 | 107.4 | 63.6 / 185.2 | 73.6 | 97.8 / 290.3 |
+| 64 | 48.1 | 830 / 4731 | 48.4 | 1056 / 4523 |
+
+No errors; the same top hit for 50/50 queries; batches of up to 64 texts formed. The raw
+encoder read 22.3 sentences/s on batches of 64 in the same run, below what the server did at
+8 clients: the machine was oversubscribed, and these figures do not measure the design's
+ceiling. The issue's goal (3x the peer at 64 clients) was not shown by this run.
+"""
+
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve()
+
+
+def questions(data_dir: Path, n: int, n_queries: int, seed: int) -> tuple[list[str], list[str]]:
+    """N corpus questions and queries (other questions) from the BQ pairs, shuffled."""
+    seen: dict[str, None] = {}
+    for line in (data_dir / "pairs" / "bq-train.tsv").read_text(encoding="utf-8").splitlines():
+        for s in line.split("\t")[:2]:
+            if s.strip():
+                seen.setdefault(s.strip(), None)
+    texts = list(seen)
+    if len(texts) < n + n_queries:
+        sys.exit(f"only {len(texts)} questions; lower --n")
+    order = np.random.default_rng(seed).permutation(len(texts))
+    return [texts[i] for i in order[:n]], [texts[i] for i in order[n:n + n_queries]]
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# -- the peer: what a user would write ------------------------------------------------------
+def peer_app(folder: Path, threads: int):
+    import faiss
+    from fastapi import FastAPI
+    from pydantic import BaseModel
+
+    from simkit.pipeline import Pipeline
+
+    model = Pipeline(num_threads=threads)
+    X = np.load(folder / "vectors.npy")
+    texts = json.loads((folder / "texts.json").read_text(encoding="utf-8"))
+    index = faiss.IndexFlatIP(X.shape[1])
+    index.add(X)
+    model.encode(["预热"])
+
+    class Query(BaseModel):
+        query: str
+        top_k: int = 10
+
+    app = FastAPI()
+
+    @app.get("/health")
+    def health():
+        return {"status": "ok"}
+
+    @app.post("/search")
+    def search(q: Query):
+        v = model.encode([q.query])
+        faiss.normalize_L2(v)
+        D, ids = index.search(v, q.top_k)
+        return {"results": [[{"id": str(i), "score": float(d), "text": texts[i]} for d, i in zip(D[0], ids[0])]]}
+
+    return app
+
+
+# -- load -----------------------------------------------------------------------------------
+async def load(url: str, body, queries: list[str], clients: int, seconds: float) -> dict:
+    import httpx
+
+    lat: list[float] = []
+    errors = 0
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as http:
+        start = time.perf_counter()
+        end = start + seconds
+
+        async def client(c: int):
+            nonlocal errors
+            i = c
+            while time.perf_counter() < end:
+                t = time.perf_counter()
+                r = await http.post("/search", json=body(queries[i % len(queries)]))
+                if r.status_code == 200:
+                    lat.append(time.perf_counter() - t)
+                else:
+                    errors += 1
+                i += clients
+
+        await asyncio.gather(*(client(c) for c in range(clients)))
+        elapsed = time.perf_counter() - start
+    lat.sort()
+    return {"rps": len(lat) / elapsed, "p50": 1000 * lat[len(lat) // 2] if lat else float("nan"),
+            "p99": 1000 * lat[min(len(lat) - 1, int(0.99 * len(lat)))] if lat else float("nan"),
+            "n": len(lat), "errors": errors}
+
+
+def wait_up(url: str, proc: subprocess.Popen, log: Path, limit: float = 180) -> None:
+    import httpx
+
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            sys.exit(f"server exited: {log.read_text()[-2000:]}")
+        try:
+            if httpx.get(url + "/health", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.3)
+    sys.exit(f"server did not start in {limit} s")
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data-dir", type=Path, default=Path("../shared/data/chinese-pairs"))
+    ap.add_argument("--n", type=int, default=20000, help="Questions in the index.")
+    ap.add_argument("--clients", type=int, nargs="+", default=[1, 8, 64])
+    ap.add_argument("--seconds", type=float, default=10.0, help="Length of one cell.")
+    ap.add_argument("--repeats", type=int, default=2, help="Alternating runs per cell (median shown).")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads of each server.")
+    ap.add_argument("--max-batch", type=int, default=64)
+    ap.add_argument("--window-ms", type=float, default=2.0)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--peer", type=Path, help=argparse.SUPPRESS)  # internal: run the peer server
+    ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.peer is not None:
+        import uvicorn
+
+        uvicorn.run(peer_app(args.peer, args.threads), host="127.0.0.1", port=args.port,
+                    log_level="warning", access_log=False)
+        return
+
+    from simkit.index import VectorIndex
+    from simkit.pipeline import Pipeline
+
+    corpus, queries = questions(args.data_dir, args.n, 2000, args.seed)
+    tmp = Path(tempfile.mkdtemp(prefix="simkit-bench-serve-"))
+    pipe = Pipeline(num_threads=args.threads)
+    t = time.perf_counter()
+    X = pipe.encode(corpus, batch_size=64)
+    print(f"encoded {len(corpus)} questions in {time.perf_counter() - t:.1f} s", file=sys.stderr)
+    VectorIndex(preset="flat", pipeline=pipe).add(X, [str(i) for i in range(len(corpus))], corpus).save(tmp / "idx")
+    Xn = X / np.linalg.norm(X, axis=1, keepdims=True)
+    np.save(tmp / "vectors.npy", np.ascontiguousarray(Xn, dtype=np.float32))
+    (tmp / "texts.json").write_text(json.dumps(corpus, ensure_ascii=False), encoding="utf-8")
+
+    # The ceiling: the encoder alone on full batches, in this process.
+    batch = queries[: args.max_batch]
+    pipe.encode(batch)
+    raw = []
+    for _ in range(5):
+        t = time.perf_counter()
+        for s in range(0, 512, args.max_batch):
+            pipe.encode(queries[s:s + args.max_batch], batch_size=args.max_batch)
+        raw.append(512 / (time.perf_counter() - t))
+    raw_rate = statistics.median(raw)
+    del pipe
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    ports = {"simkit serve": free_port(), "peer": free_port()}
+    cmds = {
+        "simkit serve": [sys.executable, "-m", "simkit_cli.app", "-q", "serve", str(tmp / "idx"), "--port",
+                         str(ports["simkit serve"]), "--threads", str(args.threads), "--max-batch",
+                         str(args.max_batch), "--batch-window-ms", str(args.window_ms), "--max-texts", "64"],
+        "peer": [sys.executable, str(HERE), "--peer", str(tmp), "--port", str(ports["peer"]),
+                 "--threads", str(args.threads)],
+    }
+    bodies = {"simkit serve": lambda q: {"queries": [q], "top_k": 10}, "peer": lambda q: {"query": q, "top_k": 10}}
+    procs = {}
+    try:
+        for name, cmd in cmds.items():
+            log = tmp / f"{name.replace(' ', '-')}.log"
+            procs[name] = subprocess.Popen(cmd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+            wait_up(f"http://127.0.0.1:{ports[name]}", procs[name], log)
+        import httpx
+
+        urls = {name: f"http://127.0.0.1:{p}" for name, p in ports.items()}
+        agree = 0
+        for q in queries[:50]:  # same answers: the top hit of both for 50 queries (warms both up)
+            a = httpx.post(urls["simkit serve"] + "/search", json=bodies["simkit serve"](q), timeout=30).json()
+            b = httpx.post(urls["peer"] + "/search", json=bodies["peer"](q), timeout=30).json()
+            agree += a["results"][0][0]["id"] == b["results"][0][0]["id"]
+        cells: dict[tuple[str, int], list[dict]] = {}
+        for c in args.clients:
+            for r in range(args.repeats):
+                order = list(cmds) if r % 2 == 0 else list(cmds)[::-1]
+                for name in order:
+                    res = asyncio.run(load(urls[name], bodies[name], queries, c, args.seconds))
+                    cells.setdefault((name, c), []).append(res)
+                    print(f"  {name:13s} c={c:<3d} run {r + 1}: {res['rps']:7.1f} req/s  p50 {res['p50']:7.1f} ms  "
+                          f"p99 {res['p99']:7.1f} ms  errors {res['errors']}", file=sys.stderr)
+        stats = httpx.get(urls["simkit serve"] + "/health", timeout=30).json()["batches"]
+    finally:
+        for p in procs.values():
+            p.terminate()
+        for p in procs.values():
+            p.wait(30)
+
+    print(f"\nCPU: {cpu_model()}, {os.cpu_count()} logical CPUs; each server {args.threads} torch threads; "
+          f"index: {len(corpus)} questions, flat, dim {X.shape[1]}; {args.seconds:g} s per cell, "
+          f"median of {args.repeats} alternating runs; max batch {args.max_batch}, window {args.window_ms:g} ms")
+    print(f"raw encoder (Pipeline.encode, batches of {args.max_batch}, no server): {raw_rate:.1f} sentences/s")
+    print(f"top-1 agreement simkit serve vs peer: {agree}/50 queries")
+    print(f"simkit serve batches: {stats}\n")
+    print("| clients | server | req/s | p50 ms | p99 ms | errors | req/s vs peer |")
+    print("|---:|---|---:|---:|---:|---:|---:|")
+    for c in args.clients:
+        med = {name: {k: statistics.median(r[k] for r in cells[(name, c)]) for k in ("rps", "p50", "p99")}
+               for name in cmds}
+        for name in cmds:
+            m = med[name]
+            errs = sum(r["errors"] for r in cells[(name, c)])
+            ratio = f"{m['rps'] / med['peer']['rps']:.2f}x" if name != "peer" else ""
+            print(f"| {c} | {name} | {m['rps']:.1f} | {m['p50']:.1f} | {m['p99']:.1f} | {errs} | {ratio} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,200 @@
+"""Dynamic batching: concurrent requests' texts go through the model in one forward pass.
+
+Every model call of the service runs on one thread (a :class:`OneThread`), so the event loop
+never waits on torch and two requests never race for the CPU inside the model. A
+:class:`MicroBatcher` (one per loaded encoder) gathers the texts of the requests that arrive
+within a short window, up to ``max_batch`` texts, encodes them in one call on that thread and
+hands each request its result back through a future. While the model is busy, new requests
+queue up and form the next batch, so the batch grows with the load and a lone request waits
+at most the window.
+
+What follows the encode is batched too: a request names a *step* (its pipeline's transform
+chain, then perhaps an index search), and the requests of one batch whose steps share a
+``key`` are finished by one call (one FAISS search over all their rows, not one each).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import functools
+import logging
+from collections.abc import Callable, Hashable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+log = logging.getLogger("simkit.serve")
+
+
+class OneThread:
+    """A single worker thread. The service runs every model call and every index search on
+    one (``simkit-model``): the CPU work happens in one place, and an index's FAISS object
+    and SQLite store are only ever used from that thread."""
+
+    def __init__(self, name: str = "simkit-model"):
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+
+    async def run(self, fn: Callable, *args, **kwargs):
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, functools.partial(fn, *args, **kwargs))
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+class Step(Protocol):
+    """What a request does with its rows after the shared encode, for many requests at once:
+    ``step(blocks)`` takes one block of rows (model space) per request and returns one result
+    per request. Requests whose steps have equal ``key`` are finished by one call."""
+
+    key: Hashable
+
+    def __call__(self, blocks: list[np.ndarray]) -> list: ...
+
+
+@dataclass
+class _Job:
+    texts: list[str]
+    step: Step | None  # None: the rows in the model's space
+    future: asyncio.Future
+    arrived: float = field(default=0.0)
+
+
+class MicroBatcher:
+    """Gather texts of concurrent requests into one ``encoder.encode`` call on the model thread.
+
+    ``max_batch`` bounds the texts of one call (a single larger request runs alone, unsplit);
+    ``window_ms`` is how long the first waiting request waits for company while the model is
+    idle. Each request's :class:`Step` maps its rows from the model's space onward (its
+    pipeline's transform chain, a search), so indexes that share a model but not a transform
+    chain share batches.
+    """
+
+    def __init__(self, encoder, model_thread: OneThread, max_batch: int = 64,
+                 window_ms: float = 2.0, batch_size: int = 64):
+        self.encoder = encoder
+        self.model_thread = model_thread
+        self.max_batch = max(1, int(max_batch))
+        self.window = max(0.0, float(window_ms)) / 1000.0
+        self.batch_size = batch_size
+        self._pending: collections.deque[_Job] = collections.deque()
+        self._n_pending = 0
+        self._wake: asyncio.Event | None = None
+        self._task: asyncio.Task | None = None
+        self.batches = 0  # counters for /health and the tests
+        self.texts = 0
+        self.max_seen = 0
+
+    async def submit(self, texts: list[str], step: Step | None = None) -> Any:
+        """``step``'s result for these texts (or their rows in the model's space), encoded
+        together with whoever else is waiting."""
+        loop = asyncio.get_running_loop()
+        if self._task is None or self._task.done():
+            self._wake = asyncio.Event()
+            self._task = loop.create_task(self._loop(), name="simkit-batcher")
+        job = _Job(list(texts), step, loop.create_future(), loop.time())
+        self._pending.append(job)
+        self._n_pending += len(job.texts)
+        self._wake.set()
+        return await job.future
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+            self._task = None
+        for job in self._pending:
+            if not job.future.done():
+                job.future.set_exception(RuntimeError("the server is shutting down"))
+        self._pending.clear()
+
+    def _take(self) -> list[_Job]:
+        jobs, n = [], 0
+        while self._pending:
+            job = self._pending[0]
+            if jobs and n + len(job.texts) > self.max_batch:
+                break
+            self._pending.popleft()
+            self._n_pending -= len(job.texts)
+            if not job.future.done():  # a request that timed out meanwhile is dropped
+                jobs.append(job)
+                n += len(job.texts)
+        return jobs
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._pending:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            # Wait for company until the first job's window is over or the batch is full; jobs
+            # that queued while the model was busy are already past their window.
+            while self._n_pending < self.max_batch:
+                left = self._pending[0].arrived + self.window - loop.time()
+                if left <= 0:
+                    break
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), left)
+                except asyncio.TimeoutError:
+                    break
+            jobs = self._take()
+            if not jobs:
+                continue
+            try:
+                results = await self.model_thread.run(self._run, jobs)
+            except Exception as e:  # the executor itself failed (shutdown)
+                results = [e] * len(jobs)
+            for job, res in zip(jobs, results):
+                if job.future.done():
+                    continue
+                if isinstance(res, BaseException):
+                    job.future.set_exception(res)
+                else:
+                    job.future.set_result(res)
+
+    # -- on the model thread ------------------------------------------------------------
+    def _run(self, jobs: list[_Job]) -> list:
+        texts = [t for job in jobs for t in job.texts]
+        self.batches += 1
+        self.texts += len(texts)
+        self.max_seen = max(self.max_seen, len(texts))
+        try:
+            X = self.encoder.encode(texts, batch_size=self.batch_size, show_progress_bar=False)
+        except Exception as e:
+            if len(jobs) == 1:
+                return [e]
+            log.info("a batch of %d requests failed (%s); encoding them one by one", len(jobs), e)
+            return [self._run([job])[0] for job in jobs]  # one bad request fails alone
+        blocks, start = [], 0
+        for job in jobs:
+            blocks.append(X[start:start + len(job.texts)])
+            start += len(job.texts)
+        out: list = list(blocks)
+        groups: dict[Hashable, list[int]] = {}
+        for i, job in enumerate(jobs):
+            if job.step is not None:
+                groups.setdefault(job.step.key, []).append(i)
+        for members in groups.values():
+            step = jobs[members[0]].step
+            try:
+                for i, res in zip(members, step([blocks[i] for i in members]), strict=True):
+                    out[i] = res
+            except Exception as e:
+                for i in members:  # one bad request fails alone
+                    out[i] = e if len(members) == 1 else _one(jobs[i].step, blocks[i])
+        return out
+
+
+def _one(step: Step, block: np.ndarray):
+    try:
+        return step([block])[0]
+    except Exception as e:
+        return e
