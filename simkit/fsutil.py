@@ -307,7 +307,12 @@ def atomic_dir(final: str | os.PathLike, overwrite: bool = False, kind: str | No
         else:
             cm = _new_dir(final, exists, versioned)
         with cm as tmp:
-            yield tmp
+            try:
+                yield tmp
+            except InputError as e:  # name the output the user gave, not the temporary directory
+                if str(tmp) not in str(e):
+                    raise
+                raise InputError(str(e).replace(str(tmp), str(final))) from None
 
 
 def check_replaceable(final: Path, kind: str | None) -> None:
