@@ -12,6 +12,8 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH)"
 	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip freeze | grep -iE '^(torch|transformers|tokenizers|numpy)==' > $(VENV)/pins.txt
+	$(BIN)/pip install -q -c $(VENV)/pins.txt -e ".[ray]"
 	touch $@
 
 venv: $(BIN)/.installed
