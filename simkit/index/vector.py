@@ -60,20 +60,14 @@ class VectorIndex(BaseIndex):
         return int(self.index_.ntotal)
 
     # -- training ---------------------------------------------------------------------
-    def train(self, vectors) -> VectorIndex:
-        """Build and train the FAISS index on ``vectors`` (model space) without adding them."""
-        if self.is_fitted:
-            raise InputError("this index is already trained")
-        X, _ = self._prepare(vectors, "training vectors")
-        self._fit(X)
-        return self
-
     def _fit(self, X: np.ndarray) -> None:
         fx.faiss_metric(self.metric)
         if self.factory is not None and self.preset is not None:
             raise InputError("pass either factory=... or preset=..., not both")
         if self.factory is None:
-            self.factory_ = fx.resolve_preset(self.preset or "flat", X.shape[0], X.shape[1])
+            # A preset sizes the index for the vectors it will hold (train() may be told).
+            n = self.__dict__.get("expected_count_") or X.shape[0]
+            self.factory_ = fx.resolve_preset(self.preset or "flat", n, X.shape[1])
         else:
             self.factory_ = self.factory
         index = fx.make_index(self.factory_, X.shape[1], self.metric)
