@@ -81,6 +81,9 @@ def build(
     batch_size: int = typer.Option(32, "--batch-size", "-b", min=1, help="Texts per forward pass."),
     threads: int | None = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUTPUT if it is an index."),
+    chunk_size: int = typer.Option(65536, "--chunk-size", min=1, help="Embedding dir: vectors added at once."),
+    train_size: int | None = typer.Option(None, "--train-size", min=1, help="Embedding dir: IVF / PQ / LSH "
+                                          "training sample. [default: all rows up to 65536, else 64 per list]"),
 ) -> None:
     import time
 
@@ -92,7 +95,8 @@ def build(
     index = build_index(input, preset=preset, factory=factory, metric=metric, transform=chain, nbits=nbits,
                         lsh_mode=lsh_mode, pipeline=make_pipeline(model, threads) if model else None, ids=ids,
                         texts=texts, format=fmt, text_field=text_field, id_field=id_field,
-                        batch_size=batch_size, show_progress_bar=progress_enabled())
+                        batch_size=batch_size, show_progress_bar=progress_enabled(), chunk_size=chunk_size,
+                        train_size=train_size)
     index.save(output, overwrite=overwrite)
     echo_json({"output": str(output), "count": len(index), "dim": index.dim_, "dim_in": index.dim_in_,
                "factory": getattr(index, "factory_", None) or f"SimHash{nbits}+{lsh_mode}", "metric": metric,
