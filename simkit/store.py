@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import mmap
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -82,6 +83,7 @@ class ShardedArray:
                        for p, a, b in zip(self.parts, self.offsets[:-1], self.offsets[1:])
                        if start < b and stop > a]
                 X = np.concatenate(out) if out else np.empty((0, self.shape[1]), np.float32)
+                self._drop_pages()
                 return X[:, cols]
             rows = np.arange(start, stop, step)
         rows = np.asarray(rows)
@@ -93,7 +95,12 @@ class ShardedArray:
         for shard in np.unique(k):
             sel = k == shard
             out[sel] = self.parts[shard][rows[sel] - self.offsets[shard]]
+            _drop_pages(self.parts[shard])  # a sample touches every page; keep the copy only
         return out[:, cols]
+
+    def _drop_pages(self) -> None:
+        for p in self.parts:
+            _drop_pages(p)
 
 
 @dataclasses.dataclass
@@ -164,7 +171,14 @@ class EmbeddingStore:
             step = chunk_size or max(len(part), 1)
             for a in range(0, len(part), step):
                 yield start + a, np.asarray(part[a: a + step])
+                _drop_pages(part)
             start += len(part)
+
+    def release(self) -> None:
+        """Drop the memory-mapped pages this process has read (they stay in the OS page
+        cache), so that its resident memory does not grow with the store it streamed."""
+        for part in (self.embeddings.parts if self.sharded else [self.embeddings]):
+            _drop_pages(part)
 
     def locate(self, row: int) -> tuple[Path | None, int]:
         """The file that holds ``row``, and the row's number in that file (for error messages)."""
@@ -184,6 +198,17 @@ class EmbeddingStore:
         np.save(path / "embeddings.npy", np.ascontiguousarray(embeddings, dtype=np.float32))
         write_ids(path / "ids.txt", ids)
         write_manifest(path, manifest, embeddings.shape, pipeline)
+
+
+def _drop_pages(arr) -> None:
+    """``madvise(MADV_DONTNEED)`` on a read-only memory map: the pages leave this process's
+    resident set and are read again from the file if touched (no data is lost)."""
+    mm = getattr(arr, "_mmap", None)
+    if mm is not None and getattr(arr, "mode", None) == "r" and hasattr(mmap, "MADV_DONTNEED"):
+        try:
+            mm.madvise(mmap.MADV_DONTNEED)
+        except (OSError, ValueError):
+            pass
 
 
 def _load_npy(file: Path, mmap: bool) -> np.ndarray:

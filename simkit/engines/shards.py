@@ -207,7 +207,8 @@ def finish(job: Job, *, overwrite: bool = False, engine: str, seconds: float, ex
         records.append(rec)
     dim = job.pipeline.dim
     n = sum(r["count"] for r in records)
-    shards = [{k: r[k] for k in ("name", "count", "input", "start", "sha256", "ids_sha256")} for r in records]
+    shards = [{k: r[k] for k in ("name", "count", "input", "start", "sha256", "ids_sha256", "seconds")}
+              for r in records]
     truncated = sum(r["truncated"] for r in records)
     with atomic_dir(job.output, overwrite=overwrite) as tmp:
         (tmp / SHARDS_DIR).mkdir()

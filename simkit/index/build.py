@@ -184,6 +184,7 @@ def _build_streaming(path: Path, make, chunk_size: int, train_size: int | None, 
                (n if n <= 65536 else max(65536, 64 * ivf_nlist(n))))
     rows = slice(0, n) if size == n else np.sort(np.random.default_rng(seed).choice(n, size, replace=False))
     index.train(store.embeddings[rows], expected_count=n)
+    store.release()  # the sample's pages
     for a, X in _chunks(store, chunk_size, "index", show_progress_bar):
         b = a + len(X)
         index.add(X, store.ids[a:b], text_list[a:b] if text_list is not None else None)
