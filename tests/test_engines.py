@@ -340,3 +340,32 @@ def test_ray_finishes_a_killed_job(tmp_path, corpus, tiny_bert_dir, ray_session)
     assert summary["shards_resumed"] == staged and summary["engine"] == "ray"
     encode_sharded(corpus, tmp_path / "ref", Pipeline(tiny_bert_dir), shard_size=8)
     _same_store(EmbeddingStore.load(out), EmbeddingStore.load(tmp_path / "ref"))
+
+
+def test_index_built_shard_by_shard_with_inverted_lists_on_disk(tmp_path, tiny_bert_dir, capfd):
+    from simkit.index.base import load_index
+
+    encode_corpus(_write(tmp_path / "t.txt", _lines(400, "d")), tmp_path / "one", Pipeline(tiny_bert_dir))
+    sh = reshard(tmp_path / "one", tmp_path / "sh", 90)
+    ram = build_index(sh, preset="ivf", chunk_size=64)
+    res = runner.invoke(app, ["-q", "index", "build", str(sh), "--preset", "ivf", "--chunk-size", "64",
+                              "--on-disk", "-o", str(tmp_path / "idx")])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["on_disk"] is True
+    assert (tmp_path / "idx" / "index.ivfdata").is_file()
+    assert "resizing" in capfd.readouterr().err  # FAISS's own lines go to stderr, not the data
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # scratch removed
+    X = EmbeddingStore.load(sh).embeddings[:20]
+    want = [[h["id"] for h in q] for q in ram.search(X, top_k=5)]
+    for mmap in (False, True):
+        disk = load_index(tmp_path / "idx", mmap=mmap)
+        assert len(disk) == 400 and [[h["id"] for h in q] for q in disk.search(X, top_k=5)] == want
+    with pytest.raises(InputError, match="on disk"):
+        load_index(tmp_path / "idx").add(X[:1], ["new"])
+    # FAISS prints where it found index.ivfdata from C, on file descriptor 1: not into the data
+    np.save(tmp_path / "q.npy", X[:2])
+    out = subprocess.run([sys.executable, "-c", "from simkit_cli.app import main; main()", "-q", "index", "query",
+                          str(tmp_path / "idx"), "--vectors", str(tmp_path / "q.npy"), "-k", "3"],
+                         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert [len(json.loads(line)["results"]) for line in out.stdout.splitlines()] == [3, 3]

@@ -117,7 +117,7 @@ def check_same_pipeline(own: Pipeline, other: Pipeline, what: str) -> None:
 def build_index(input: str | os.PathLike, *, preset: str | None = None, factory: str | None = None,
                 metric: str = "cosine", transform: Any = None, nbits: int = 256,
                 lsh_mode: str = "flat", chunk_size: int = 65536, train_size: int | None = None,
-                seed: int = 0, **read_options) -> BaseIndex:
+                seed: int = 0, on_disk: str | os.PathLike | None = None, **read_options) -> BaseIndex:
     """Build an index (not saved) from an embedding store, a corpus or bare vectors.
 
     ``preset`` is one of ``flat``, ``ivf``, ``hnsw``, ``ivfpq``, ``lsh``; ``factory`` a
@@ -128,6 +128,9 @@ def build_index(input: str | os.PathLike, *, preset: str | None = None, factory:
     sample of ``train_size`` rows (default: every row up to 65,536, else
     ``max(65536, 64 * nlist)``, drawn with ``seed``), then the vectors are added
     ``chunk_size`` rows at a time, shard by shard. Memory: the index, the sample and one chunk.
+    ``on_disk`` (a scratch directory; IVF indexes from a store): each chunk is indexed apart
+    and the inverted lists are merged on disk (``faiss.contrib.ondisk.merge_ondisk``), so even
+    the index need not fit in memory; :meth:`~simkit.index.BaseIndex.save` copies them in.
     """
     from .lsh import LSHIndex
     from .vector import VectorIndex
@@ -148,12 +151,15 @@ def build_index(input: str | os.PathLike, *, preset: str | None = None, factory:
         # Flat and HNSW learn nothing from training: their "sample" is the first chunk.
         learns = factory is not None or preset in ("ivf", "ivfpq", "lsh")
         return _build_streaming(path, make, chunk_size, train_size if learns else min(chunk_size, 65536),
-                                seed, **read_options)
+                                seed, on_disk, **read_options)
+    if on_disk is not None:
+        raise InputError("on_disk (--on-disk) builds from an embedding store; encode the corpus first")
     src = read_vectors(input, **read_options)
     return make(src.pipeline).add(src.vectors, src.ids, src.texts)
 
 
-def _build_streaming(path: Path, make, chunk_size: int, train_size: int | None, seed: int, *,
+def _build_streaming(path: Path, make, chunk_size: int, train_size: int | None, seed: int,
+                     on_disk: str | os.PathLike | None, *,
                      pipeline: Pipeline | None = None, texts: str | os.PathLike | None = None,
                      format: CorpusFormat = "auto", text_field: str | None = None,
                      id_field: str | None = None, show_progress_bar: bool | None = None,
@@ -185,9 +191,14 @@ def _build_streaming(path: Path, make, chunk_size: int, train_size: int | None, 
     rows = slice(0, n) if size == n else np.sort(np.random.default_rng(seed).choice(n, size, replace=False))
     index.train(store.embeddings[rows], expected_count=n)
     store.release()  # the sample's pages
-    for a, X in _chunks(store, chunk_size, "index", show_progress_bar):
-        b = a + len(X)
-        index.add(X, store.ids[a:b], text_list[a:b] if text_list is not None else None)
+    chunks = ((X, store.ids[a: a + len(X)], text_list[a: a + len(X)] if text_list is not None else None)
+              for a, X in _chunks(store, chunk_size, "index", show_progress_bar))
+    if on_disk is not None:
+        if not hasattr(index, "add_on_disk"):
+            raise InputError("on_disk (--on-disk) applies to FAISS IVF indexes, not to LSH")
+        return index.add_on_disk(chunks, on_disk)
+    for X, ids, texts_chunk in chunks:
+        index.add(X, ids, texts_chunk)
     return index
 
 
