@@ -49,28 +49,51 @@ def run(job: Job, todo: list[ShardTask], *, batch_size: int = 32, address: str |
     from ..embed import _bar
     from ..errors import InputError
 
+    if not todo:
+        return {"workers": 0}
     started = False
     if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        try:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            raise InputError(f"cannot start or reach Ray at {address or 'a new local instance'}: {e}") from None
         started = True
     try:
         cpus = float(ray.cluster_resources().get("CPU", 1))
         workers = num_workers or max(1, int(cpus // max(num_cpus_per_worker, 1e-9)))
         if workers < 1:
             raise InputError(f"num_workers={num_workers}; expected a positive integer")
-        if todo:
-            ds = ray.data.from_items([t.to_row() for t in todo], override_num_blocks=len(todo))
-            threads = max(1, int(num_cpus_per_worker))
-            out = ds.map_batches(
-                ShardWorker, batch_size=1, compute=ray.data.ActorPoolStrategy(size=min(workers, len(todo))),
-                num_cpus=num_cpus_per_worker, num_gpus=num_gpus_per_worker or None,
-                fn_constructor_kwargs={"stage": str(job.stage), "options": job.options, "batch_size": batch_size,
-                                       "dtype": job.pipeline.dtype, "num_threads": threads})
-            with _bar(sum(t.stop - t.start for t in todo), "encode", show_progress_bar, "sent") as bar:
+        ds = ray.data.from_items([t.to_row() for t in todo], override_num_blocks=len(todo))
+        threads = max(1, int(num_cpus_per_worker))
+        out = ds.map_batches(
+            ShardWorker, batch_size=1, compute=ray.data.ActorPoolStrategy(size=min(workers, len(todo))),
+            num_cpus=num_cpus_per_worker, num_gpus=num_gpus_per_worker or None,
+            fn_constructor_kwargs={"stage": str(job.stage), "options": job.options, "batch_size": batch_size,
+                                   "dtype": job.pipeline.dtype, "num_threads": threads})
+        with _bar(sum(t.stop - t.start for t in todo), "encode", show_progress_bar, "sent") as bar:
+            try:
                 for batch in out.iter_batches(batch_size=1, batch_format="numpy"):
                     bar.update(int(batch["count"].sum()))
+            except Exception as e:  # a worker's own error (bad input, other weights): say it plainly
+                cause = _simkit_cause(e)
+                if cause is None:
+                    raise
+                raise cause from None
     finally:
         if started:
             ray.shutdown()
     return {"workers": workers, "num_cpus_per_worker": num_cpus_per_worker,
             "num_gpus_per_worker": num_gpus_per_worker}
+
+
+def _simkit_cause(e: BaseException) -> BaseException | None:
+    """The simkit error a Ray exception wraps (Ray keeps it as ``cause`` / ``__cause__``)."""
+    from ..errors import SimkitError
+
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, SimkitError):
+            return e
+        seen.add(id(e))
+        e = getattr(e, "cause", None) or e.__cause__
+    return None
