@@ -57,7 +57,7 @@ def encode_sharded(inputs, output: str | os.PathLike, pipeline: Pipeline | None 
     pipeline = pipeline if pipeline is not None else Pipeline()
     t0 = time.perf_counter()
     job = shards.plan_job(inputs, output, pipeline, format=format, text_field=text_field,
-                          id_field=id_field, shard_size=shard_size, show_progress_bar=show_progress_bar)
+                          id_field=id_field, shard_size=shard_size)
     todo = shards.open_stage(job)
     skipped = len(job.tasks) - len(todo)
     if engine == "local":

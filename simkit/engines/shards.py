@@ -83,8 +83,7 @@ def stage_dir(output: Path) -> Path:
 
 
 def plan_job(inputs, output: str | os.PathLike, pipeline: Pipeline, *, format: str = "auto",
-             text_field: str | None = None, id_field: str | None = None, shard_size: int = 10000,
-             show_progress_bar: bool | None = None) -> Job:
+             text_field: str | None = None, id_field: str | None = None, shard_size: int = 10000) -> Job:
     """Check and count every input (one streamed pass, with its sha256) and cut it into shards.
 
     The pipeline's model is loaded here, so its weights fingerprint and dimension are known
