@@ -91,6 +91,8 @@ def throughput(args) -> list[dict]:
 
         Pipeline().encode(["预热"])  # model files into the page cache for every run alike
         plan = [("local", 1, None), ("ray", 1, 1), ("local", 2, None), ("ray", 1, 2)]
+        if args.cores is not None:
+            plan = [p for p in plan if p[1] * (p[2] or 1) == args.cores]
         for k, (engine, threads, workers) in enumerate(plan):
             r = run_engine(inputs, tmp / f"out{k}", engine, threads, workers, args.shard_size)
             # encode seconds per shard, summed: the time the workers spent encoding
@@ -189,6 +191,7 @@ def main() -> None:
     ap.add_argument("--budget-mb", type=float, default=64)
     ap.add_argument("--store-factor", type=float, default=5)
     ap.add_argument("--skip", choices=("throughput", "memory"), default=None)
+    ap.add_argument("--cores", type=int, choices=(1, 2), default=None, help="Only the runs on this many cores.")
     args = ap.parse_args()
     import torch
 
