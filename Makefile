@@ -20,7 +20,7 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e .
 	echo "$(TORCH)" > $(CONSTRAINTS)
 	$(BIN)/python -c "import transformers; print('transformers==' + transformers.__version__)" >> $(CONSTRAINTS)
-	$(BIN)/pip install -q -c $(CONSTRAINTS) -e ".[dev]"
+	$(BIN)/pip install -q -c $(CONSTRAINTS) -e ".[dev,ray]"
 	touch $@
 
 venv: $(BIN)/.installed

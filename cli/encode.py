@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from simkit.errors import InputError
 from simkit.pooling import POOLINGS
 
 from .common import (
@@ -34,18 +35,26 @@ shift), .jsonl (an object a line; --text-field, --id-field) or .tsv/.csv (a head
 row; --text-field names the column). Ids default to the line number. The file is
 streamed twice (check and count, then encode), so a corpus larger than memory works.
 
+Several INPUTs (files, directories, globs; .parquet too), --engine ray or --shard-size
+write a sharded store (OUT/shards/part-NNNNN.npy + .ids, rows in input order) that is
+resumable: re-running a killed job skips its complete shards. --engine ray runs the
+shards on a Ray Data actor pool (pip install 'simkit[ray]'; --address auto joins a
+running cluster, see the README).
+
 \b
 Example:  simkit encode faq.txt -o emb/     (then: simkit index build emb/ -o idx/)
+          simkit encode 'corpus/*.jsonl' --engine ray --num-workers 8 -o emb/
 """
 
 
 def encode(
-    input: Path = typer.Argument(..., help="Corpus file: .txt, .jsonl, .tsv or .csv."),
+    inputs: list[str] = typer.Argument(..., help="Corpus files (.txt, .jsonl, .tsv, .csv; .parquet for "
+                                       "a sharded store), directories or globs."),
     output: Path = typer.Option(..., "--output", "-o", help="Embedding directory to write."),
     model: str | None = typer.Option(None, "--model", "-m", help=MODEL_HELP),
     pooling: str | None = typer.Option(None, "--pooling", "-p",
                                        help="[default: the model's]", parser=choice(*POOLINGS)),
-    fmt: str = typer.Option("auto", "--format", help="auto: from the suffix.", parser=choice(*FORMATS)),
+    fmt: str = typer.Option("auto", "--format", help="auto: from the suffix; parquet too.", parser=choice(*FORMATS, "parquet")),
     text_field: str | None = typer.Option(None, "--text-field", help="JSON field / CSV column of the text "
                                           "[default: text]."),
     id_field: str | None = typer.Option(None, "--id-field", help="JSON field / CSV column of the id "
@@ -60,9 +69,21 @@ def encode(
     chunk_size: int = typer.Option(10000, "--chunk-size", min=1, help="Texts held in memory at once."),
     threads: int | None = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it is an embedding dir."),
+    engine: str = typer.Option("local", "--engine", help="local (this process) or ray (a Ray Data actor "
+                               "pool; writes a sharded store).", parser=choice("local", "ray")),
+    address: str | None = typer.Option(None, "--address", help="ray: the cluster (auto, ray://HOST:10001); "
+                                       "[default: a running local Ray, else a new one]"),
+    num_workers: int | None = typer.Option(None, "--num-workers", min=1, help="ray: actors, one pipeline each. "
+                                           "[default: the cluster's CPUs / --threads]"),
+    num_gpus: float = typer.Option(0, "--num-gpus-per-worker", min=0, help="ray: GPUs per actor (e.g. 1, or "
+                                   "0.5 to share one)."),
+    shard_size: int | None = typer.Option(None, "--shard-size", min=1, help="Records per shard; writes a "
+                                          "sharded store. [default with --engine ray or several inputs: 10000]"),
 ) -> None:
-    from simkit.embed import encode_corpus
+    from simkit.engines import RAY_HINT, encode_sharded, ray_available
 
+    if engine == "ray" and not ray_available():
+        raise InputError(RAY_HINT)
     refuse_existing(output, overwrite)
     transform = None
     if normalize:
@@ -71,9 +92,19 @@ def encode(
         transform = Chain([Normalize()])
     pipeline = make_pipeline(model, threads, pooling=pooling, max_seq_length=max_seq_length, dtype=dtype,
                              transform=transform)
-    summary = encode_corpus(input, output, pipeline, format=fmt, text_field=text_field, id_field=id_field,
-                            batch_size=batch_size, chunk_size=chunk_size, overwrite=overwrite,
-                            show_progress_bar=progress_enabled())
+    if engine == "local" and shard_size is None and len(inputs) == 1 and Path(inputs[0]).is_file() \
+            and fmt != "parquet" and Path(inputs[0]).suffix.lower() != ".parquet":
+        from simkit.embed import encode_corpus
+
+        summary = encode_corpus(inputs[0], output, pipeline, format=fmt, text_field=text_field,
+                                id_field=id_field, batch_size=batch_size, chunk_size=chunk_size,
+                                overwrite=overwrite, show_progress_bar=progress_enabled())
+    else:
+        summary = encode_sharded(inputs, output, pipeline, engine=engine, format=fmt, text_field=text_field,
+                                 id_field=id_field, batch_size=batch_size, shard_size=shard_size or 10000,
+                                 overwrite=overwrite, show_progress_bar=progress_enabled(), address=address,
+                                 num_workers=num_workers, num_cpus_per_worker=threads or 1,
+                                 num_gpus_per_worker=num_gpus)
     if summary["truncated"]:
         log.warning("%d of %d texts were longer than %d tokens and were truncated", summary["truncated"],
                     summary["count"], summary["max_seq_length"])

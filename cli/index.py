@@ -89,7 +89,14 @@ def build(
     batch_size: int = typer.Option(32, "--batch-size", "-b", min=1, help="Texts per forward pass."),
     threads: int | None = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUTPUT if it is an index."),
+    chunk_size: int = typer.Option(65536, "--chunk-size", min=1, help="Embedding dir: vectors added at once."),
+    train_size: int | None = typer.Option(None, "--train-size", min=1, help="Embedding dir: IVF / PQ / LSH "
+                                          "training sample. [default: all rows up to 65536, else 64 per list]"),
+    on_disk: bool = typer.Option(False, "--on-disk", help="Embedding dir, IVF: merge the inverted lists on "
+                                 "disk (index.ivfdata), for indexes larger than memory."),
 ) -> None:
+    import shutil
+    import tempfile
     import time
 
     from simkit.index.build import build_index
@@ -97,14 +104,21 @@ def build(
     refuse_existing(output, overwrite)
     t0 = time.perf_counter()
     chain = _load_transform(transform)
-    index = build_index(input, preset=preset, factory=factory, metric=metric, transform=chain, nbits=nbits,
-                        lsh_mode=lsh_mode, pipeline=make_pipeline(model, threads) if model else None, ids=ids,
-                        texts=texts, format=fmt, text_field=text_field, id_field=id_field,
-                        batch_size=batch_size, show_progress_bar=progress_enabled())
-    index.save(output, overwrite=overwrite)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    scratch = tempfile.mkdtemp(prefix=f".{output.name}.ondisk-", dir=output.parent) if on_disk else None
+    try:
+        index = build_index(input, preset=preset, factory=factory, metric=metric, transform=chain, nbits=nbits,
+                            lsh_mode=lsh_mode, pipeline=make_pipeline(model, threads) if model else None,
+                            ids=ids, texts=texts, format=fmt, text_field=text_field, id_field=id_field,
+                            batch_size=batch_size, show_progress_bar=progress_enabled(), chunk_size=chunk_size,
+                            train_size=train_size, on_disk=scratch)
+        index.save(output, overwrite=overwrite)
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
     echo_json({"output": str(output), "count": len(index), "dim": index.dim_, "dim_in": index.dim_in_,
                "factory": getattr(index, "factory_", None) or f"SimHash{nbits}+{lsh_mode}", "metric": metric,
-               "pipeline": index.model_ref_, "seconds": round(time.perf_counter() - t0, 3)})
+               "on_disk": on_disk, "pipeline": index.model_ref_, "seconds": round(time.perf_counter() - t0, 3)})
 
 
 def _load_transform(path: Path | None):

@@ -97,47 +97,51 @@ def encode_corpus(input: str | os.PathLike, output: str | os.PathLike, pipeline:
 
 
 @contextlib.contextmanager
-def _rows(store_dir: Path, emb: np.ndarray, a: int, b: int):
-    """Yield ``emb[a:b]``; errors name the file and, for NaN/inf, the row in the file."""
-    chunk = emb[a:b]
+def _rows(store: EmbeddingStore, a: int, chunk: np.ndarray):
+    """Yield ``chunk`` (rows ``a..``); errors name the file and, for NaN/inf, the row in that file."""
+    b = a + len(chunk)
     try:
         yield chunk
     except InputError as e:
         bad = np.flatnonzero(~np.isfinite(chunk).all(axis=1))
-        where = store_dir / "embeddings.npy"
         if len(bad):
-            raise InputError(f"{where}: row {a + int(bad[0])} contains NaN or inf "
+            where, row = store.locate(a + int(bad[0]))
+            raise InputError(f"{where}: row {row} contains NaN or inf "
                              f"({len(bad)} bad rows in rows {a}..{b - 1})") from None
-        raise InputError(f"{where}: {e}") from None
+        raise InputError(f"{store.locate(a)[0]}: {e}") from None
 
 
-def _spans(n: int, size: int, desc: str, show_progress_bar: bool | None) -> Iterator[tuple[int, int]]:
-    with _bar(n, desc, show_progress_bar) as bar:
-        for start in range(0, n, size):
-            yield start, min(start + size, n)
-            bar.update(min(size, n - start))
+def _chunks(store: EmbeddingStore, size: int, desc: str,
+            show_progress_bar: bool | None) -> Iterator[tuple[int, np.ndarray]]:
+    """``store.iter_chunks(size)`` (never across shards) with a progress bar."""
+    with _bar(len(store.ids), desc, show_progress_bar) as bar:
+        for start, chunk in store.iter_chunks(size):
+            yield start, chunk
+            bar.update(len(chunk))
 
 
 def fit_store(store: str | os.PathLike | EmbeddingStore, estimator: Any, *, streaming: bool = False,
               chunk_size: int = 65536, show_progress_bar: bool | None = None) -> Any:
     """Fit ``estimator`` (Whitening, RandomProjection, ...) on a store's vectors; returns it.
 
-    ``streaming`` calls ``partial_fit`` chunk by chunk (memory O(chunk + d^2)); otherwise
-    ``fit`` sees the memory-mapped matrix once. Errors name the file and the bad row.
+    ``streaming`` calls ``partial_fit`` chunk by chunk, shard by shard in a sharded store
+    (memory O(chunk + d^2)); otherwise ``fit`` sees the memory-mapped matrix once (a sharded
+    store's shards are concatenated for it). Errors name the file and the bad row.
     """
     path, store = _open(store)
     emb = store.embeddings
     if streaming:
         if not hasattr(estimator, "partial_fit"):
             raise InputError(f"{type(estimator).__name__} has no partial_fit; fit it without streaming")
-        for a, b in _spans(len(emb), chunk_size, "fit", show_progress_bar):
-            with _rows(path, emb, a, b) as chunk:
+        for a, chunk in _chunks(store, chunk_size, "fit", show_progress_bar):
+            with _rows(store, a, chunk):
                 estimator.partial_fit(chunk)
-        with _rows(path, emb, 0, 0):
+        with _rows(store, 0, emb[0:0]):
             getattr(estimator, "finalize", lambda: None)()
     else:
-        with _rows(path, emb, 0, len(emb)) as chunk:
-            estimator.fit(chunk)
+        X = emb[:] if store.sharded else emb
+        with _rows(store, 0, X):
+            estimator.fit(X)
     return estimator
 
 
@@ -149,6 +153,7 @@ def apply_transform(store: str | os.PathLike | EmbeddingStore, transform: Any, o
     The new store's pipeline is the old one followed by ``transform``, so a text query on
     anything built from it is encoded and transformed exactly like these vectors. ``source``
     (where the transform was saved) is recorded in the manifest for people; it is never read.
+    A sharded store gives a sharded store (the same shards, transformed one chunk at a time).
     """
     path, src = _open(store)
     output = Path(output)
@@ -164,16 +169,21 @@ def apply_transform(store: str | os.PathLike | EmbeddingStore, transform: Any, o
     t0 = time.perf_counter()
     pipeline = src.pipeline.then(transform) if src.pipeline is not None else None
     with atomic_dir(output, overwrite=overwrite, kind=STORE_FORMAT) as tmp:
-        out = np.lib.format.open_memmap(tmp / "embeddings.npy", mode="w+", dtype=np.float32, shape=(n, k))
-        reserve_space(tmp / "embeddings.npy")  # a memmap write to a full disk would be a SIGBUS
-        for a, b in _spans(n, chunk_size, "apply", show_progress_bar):
-            with _rows(path, src.embeddings, a, b) as chunk:
-                out[a:b] = transform.transform(chunk)
-        out.flush()
-        del out
-        shutil.copyfile(src.path / "ids.txt", tmp / "ids.txt")  # the version just read
+        if src.sharded:
+            shards = _apply_sharded(src, transform, tmp, k, chunk_size, show_progress_bar)
+        else:
+            out = np.lib.format.open_memmap(tmp / "embeddings.npy", mode="w+", dtype=np.float32, shape=(n, k))
+            reserve_space(tmp / "embeddings.npy")  # a memmap write to a full disk would be a SIGBUS
+            for a, chunk in _chunks(src, chunk_size, "apply", show_progress_bar):
+                with _rows(src, a, chunk):
+                    out[a: a + len(chunk)] = transform.transform(chunk)
+            out.flush()
+            del out
+            shutil.copyfile(src.path / "ids.txt", tmp / "ids.txt")  # the version just read
         keep = {key: v for key, v in src.manifest.items()
-                if key not in ("format", "format_version", "simkit_version", "count", "dim", "pipeline")}
+                if key not in ("format", "format_version", "simkit_version", "count", "dim", "pipeline", "shards")}
+        if src.sharded:
+            keep["shards"] = shards
         record = {"path": str(Path(source).resolve()) if source else None, "steps": describe(transform)}
         write_manifest(tmp, {**keep, "source_embeddings": str(path), "transform": record,
                              "transforms": [*src.manifest.get("transforms", []), record],
@@ -183,6 +193,41 @@ def apply_transform(store: str | os.PathLike | EmbeddingStore, transform: Any, o
     return {"output": str(output), "input": str(path), "count": n, "dim_in": d, "dim_out": k,
             "seconds": round(time.perf_counter() - t0, 3),
             "pipeline": pipeline.to_dict() if pipeline is not None else None}
+
+
+def _apply_sharded(src: EmbeddingStore, transform: Any, tmp: Path, k: int, chunk_size: int,
+                   show_progress_bar: bool | None) -> list[dict]:
+    """Each shard of ``src`` transformed into the same shard of ``tmp``; the new shard list."""
+    from .store import SHARDS_DIR, file_sha256, shard_files
+
+    (tmp / SHARDS_DIR).mkdir()
+    entries = src.manifest["shards"]
+    outs = {}
+    for a, chunk in _chunks(src, chunk_size, "apply", show_progress_bar):
+        k_shard = int(np.searchsorted(src.embeddings.offsets, a, side="right")) - 1
+        entry = entries[k_shard]
+        if entry["name"] not in outs:
+            for done in list(outs):  # shards come in order: the previous one is finished
+                if outs[done] is not None:
+                    outs[done].flush()
+                    outs[done] = None
+            outs[entry["name"]] = np.lib.format.open_memmap(shard_files(tmp, entry["name"])[0], mode="w+",
+                                                             dtype=np.float32, shape=(entry["count"], k))
+            reserve_space(shard_files(tmp, entry["name"])[0])  # a memmap write to a full disk: SIGBUS
+        first = a - int(src.embeddings.offsets[k_shard])
+        with _rows(src, a, chunk):
+            outs[entry["name"]][first: first + len(chunk)] = transform.transform(chunk)
+    new = []
+    for entry in entries:
+        emb_out, ids_out = shard_files(tmp, entry["name"])
+        if outs.get(entry["name"]) is not None:
+            outs[entry["name"]].flush()
+            outs[entry["name"]] = None
+        elif entry["name"] not in outs:  # an empty shard
+            np.save(emb_out, np.empty((0, k), np.float32))
+        shutil.copyfile(shard_files(src.path, entry["name"])[1], ids_out)
+        new.append({**entry, "sha256": file_sha256(emb_out)})
+    return new
 
 
 def _open(store) -> tuple[Path, EmbeddingStore]:

@@ -152,6 +152,19 @@ class BaseIndex:
         return ids
 
     # -- public API -------------------------------------------------------------------
+    def train(self, vectors, expected_count: int | None = None):
+        """Build and train the index on ``vectors`` (model space) without adding them.
+
+        ``expected_count``: how many vectors the index will hold, when ``vectors`` is a sample
+        (a preset sizes its IVF lists from it). Returns self.
+        """
+        if self.is_fitted:
+            raise InputError("this index is already trained")
+        X, _ = self._prepare(vectors, "training vectors")
+        self.expected_count_ = expected_count
+        self._fit(X)
+        return self
+
     def add(self, vectors, ids: Sequence | None = None, texts: Sequence[str] | None = None,
             metadata: Sequence[dict] | None = None):
         """Add documents; an id already in the index is an error (see :meth:`upsert`). Returns self."""

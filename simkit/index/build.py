@@ -118,12 +118,21 @@ def check_same_pipeline(own: Pipeline, other: Pipeline, what: str) -> None:
 
 def build_index(input: str | os.PathLike, *, preset: str | None = None, factory: str | None = None,
                 metric: str = "cosine", transform: Any = None, nbits: int = 256,
-                lsh_mode: str = "flat", **read_options) -> BaseIndex:
+                lsh_mode: str = "flat", chunk_size: int = 65536, train_size: int | None = None,
+                seed: int = 0, on_disk: str | os.PathLike | None = None, **read_options) -> BaseIndex:
     """Build an index (not saved) from an embedding store, a corpus or bare vectors.
 
     ``preset`` is one of ``flat``, ``ivf``, ``hnsw``, ``ivfpq``, ``lsh``; ``factory`` a
     FAISS factory string instead; ``transform`` a fitted chain the index applies to its
     input (e.g. whitening); ``read_options`` go to :func:`read_vectors`.
+
+    An embedding store (single-file or sharded) is streamed: the index is trained on a
+    sample of ``train_size`` rows (default: every row up to 65,536, else
+    ``max(65536, 64 * nlist)``, drawn with ``seed``), then the vectors are added
+    ``chunk_size`` rows at a time, shard by shard. Memory: the index, the sample and one chunk.
+    ``on_disk`` (a scratch directory; IVF indexes from a store): each chunk is indexed apart
+    and the inverted lists are merged on disk (``faiss.contrib.ondisk.merge_ondisk``), so even
+    the index need not fit in memory; :meth:`~simkit.index.BaseIndex.save` copies them in.
     """
     from .lsh import LSHIndex
     from .vector import VectorIndex
@@ -134,12 +143,65 @@ def build_index(input: str | os.PathLike, *, preset: str | None = None, factory:
         raise InputError(f"unknown preset {preset!r}; expected one of: {', '.join(PRESETS)}")
     if preset != "lsh" and lsh_mode != "flat":
         raise InputError(f"--lsh-mode {lsh_mode!r} applies to --preset lsh; got --preset {preset!r}")
+    def make(pipeline):
+        if preset == "lsh":
+            return LSHIndex(nbits=nbits, metric=metric, mode=lsh_mode, transform=transform, pipeline=pipeline)
+        return VectorIndex(factory, preset=preset, metric=metric, transform=transform, pipeline=pipeline)
+
+    path = Path(input)
+    if path.is_dir() and (path / "manifest.json").exists():
+        # Flat and HNSW learn nothing from training: their "sample" is the first chunk.
+        learns = factory is not None or preset in ("ivf", "ivfpq", "lsh")
+        return _build_streaming(path, make, chunk_size, train_size if learns else min(chunk_size, 65536),
+                                seed, on_disk, **read_options)
+    if on_disk is not None:
+        raise InputError("on_disk (--on-disk) builds from an embedding store; encode the corpus first")
     src = read_vectors(input, **read_options)
-    if preset == "lsh":
-        index = LSHIndex(nbits=nbits, metric=metric, mode=lsh_mode, transform=transform, pipeline=src.pipeline)
-    else:
-        index = VectorIndex(factory, preset=preset, metric=metric, transform=transform, pipeline=src.pipeline)
-    return index.add(src.vectors, src.ids, src.texts)
+    return make(src.pipeline).add(src.vectors, src.ids, src.texts)
+
+
+def _build_streaming(path: Path, make, chunk_size: int, train_size: int | None, seed: int,
+                     on_disk: str | os.PathLike | None, *,
+                     pipeline: Pipeline | None = None, texts: str | os.PathLike | None = None,
+                     format: CorpusFormat = "auto", text_field: str | None = None,
+                     id_field: str | None = None, show_progress_bar: bool | None = None,
+                     **ignored) -> BaseIndex:
+    """An index from an embedding store: trained on a sample, filled chunk by chunk."""
+    from ..embed import _chunks
+    from ..store import EmbeddingStore
+    from .factory import ivf_nlist
+
+    if chunk_size < 1 or (train_size is not None and train_size < 1):
+        raise InputError(f"chunk_size={chunk_size}, train_size={train_size}; expected positive integers")
+    store = EmbeddingStore.load(path)
+    own = store.pipeline
+    if pipeline is not None and own is not None:
+        check_same_pipeline(own, pipeline, f"the embedding store {path}")
+    index = make(own if own is not None else pipeline)
+    text_list = None
+    if texts is not None:
+        recs = list(read_corpus(texts, format, text_field, id_field))
+        if [r.id for r in recs] != store.ids:
+            raise InputError(f"{texts}: its {len(recs)} ids do not match the {len(store.ids)} ids of "
+                             f"{path} (the same ids in the same order are needed)")
+        text_list = [r.text for r in recs]
+    n = len(store.ids)
+    if n == 0:
+        raise InputError(f"{path}: the store holds no vectors")
+    size = min(n, train_size if train_size is not None else
+               (n if n <= 65536 else max(65536, 64 * ivf_nlist(n))))
+    rows = slice(0, n) if size == n else np.sort(np.random.default_rng(seed).choice(n, size, replace=False))
+    index.train(store.embeddings[rows], expected_count=n)
+    store.release()  # the sample's pages
+    chunks = ((X, store.ids[a: a + len(X)], text_list[a: a + len(X)] if text_list is not None else None)
+              for a, X in _chunks(store, chunk_size, "index", show_progress_bar))
+    if on_disk is not None:
+        if not hasattr(index, "add_on_disk"):
+            raise InputError("on_disk (--on-disk) applies to FAISS IVF indexes, not to LSH")
+        return index.add_on_disk(chunks, on_disk)
+    for X, ids, texts_chunk in chunks:
+        index.add(X, ids, texts_chunk)
+    return index
 
 
 def add_input(index: str | os.PathLike, input: str | os.PathLike, *, upsert: bool = False,

@@ -120,7 +120,8 @@ class LSHIndex(BaseIndex):
         """Spherical k-means centroids of the float vectors: the IVF mode's partition."""
         # √N lists, not the 4√N of VectorIndex: scanning 32-byte codes costs little next to the
         # re-rank, and k-means with 4x fewer centroids trains 4x faster (the cost of a 1M build).
-        nlist = int(self.nlist) if self.nlist is not None else fx.ivf_nlist(X.shape[0], per_sqrt=1.0)
+        n = self.__dict__.get("expected_count_") or X.shape[0]
+        nlist = int(self.nlist) if self.nlist is not None else fx.ivf_nlist(n, per_sqrt=1.0)
         fx.check_points(X.shape[0], nlist, "IVF lists", f"LSH mode 'ivf' with nlist={nlist}", stacklevel=6)
         km = faiss.Kmeans(X.shape[1], nlist, niter=10, spherical=True, seed=seed,
                           max_points_per_centroid=256)

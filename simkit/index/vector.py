@@ -15,7 +15,9 @@ vectors through as they are (after the transform chain). Presets: ``flat`` (exac
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -61,21 +63,15 @@ class VectorIndex(BaseIndex):
         return int(self.index_.ntotal)
 
     # -- training ---------------------------------------------------------------------
-    def train(self, vectors) -> VectorIndex:
-        """Build and train the FAISS index on ``vectors`` (model space) without adding them."""
-        if self.is_fitted:
-            raise InputError("this index is already trained")
-        X, _ = self._prepare(vectors, "training vectors")
-        self._fit(X)
-        return self
-
     def _fit(self, X: np.ndarray) -> None:
         fx.faiss_metric(self.metric)
         self._check_knobs()
         if self.factory is not None and self.preset is not None:
             raise InputError("pass either factory=... or preset=..., not both")
         if self.factory is None:
-            self.factory_ = fx.resolve_preset(self.preset or "flat", X.shape[0], X.shape[1])
+            # A preset sizes the index for the vectors it will hold (train() may be told).
+            n = self.__dict__.get("expected_count_") or X.shape[0]
+            self.factory_ = fx.resolve_preset(self.preset or "flat", n, X.shape[1])
         else:
             self.factory_ = self.factory
         index = fx.make_index(self.factory_, X.shape[1], self.metric)
@@ -111,7 +107,41 @@ class VectorIndex(BaseIndex):
 
     def _add(self, X: np.ndarray, labels: np.ndarray) -> None:
         self._writable()
+        if self.__dict__.get("_ivfdata") is not None:
+            raise InputError("this index keeps its inverted lists on disk (built with on_disk / --on-disk); "
+                             "rebuild it to add vectors")
         self.index_.add_with_ids(X, labels)
+
+    def add_on_disk(self, chunks, folder: str | os.PathLike) -> VectorIndex:
+        """Fill this trained, empty IVF index from ``(vectors, ids, texts)`` chunks, its inverted
+        lists on disk: each chunk becomes a small index file in ``folder``, and FAISS's
+        ``merge_ondisk`` merges them into ``folder/index.ivfdata`` (memory-mapped when searched).
+        :meth:`save` copies that file into the index directory. Returns self."""
+        from faiss.contrib.ondisk import merge_ondisk
+
+        if not self.is_fitted or len(self) or fx.find_ivf(self.index_) is None:
+            raise InputError("add_on_disk needs a trained, empty IVF index (train() it first)")
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        files = []
+        for k, (vectors, ids, texts) in enumerate(chunks):
+            X, _ = self._prepare(vectors, "vectors")
+            ids = self._check_docs(X.shape[0], ids, texts, None)
+            self.store_.check_new_ids(ids)
+            labels = self.store_.add(ids, texts, None)
+            block = faiss.clone_index(self.index_)
+            block.add_with_ids(X, labels)
+            files.append(str(folder / f"block-{k:05d}.index"))
+            faiss.write_index(block, files[-1])
+            del block
+        ivfdata = folder / "index.ivfdata"
+        with _c_stdout_to_stderr():  # FAISS reports the file's size on stdout
+            merge_ondisk(self.index_, files, str(ivfdata))
+        for f in files:
+            os.remove(f)
+        self._ivfdata = ivfdata
+        self._bind()
+        return self
 
     def _remove(self, labels: np.ndarray) -> None:
         self._writable()
@@ -156,6 +186,14 @@ class VectorIndex(BaseIndex):
             msg = str(e).strip().splitlines()[-1]
             reason = msg[msg.rfind("(") + 1 : -1] if msg.endswith(")") else msg
             raise InputError(f"{tmp / 'index.faiss'}: cannot write the FAISS index ({reason})") from None
+        ivfdata = self.__dict__.get("_ivfdata")
+        if ivfdata is not None:  # inverted lists on disk: they travel beside index.faiss
+            try:
+                os.link(ivfdata, tmp / "index.ivfdata")
+            except OSError:
+                import shutil
+
+                shutil.copyfile(ivfdata, tmp / "index.ivfdata")
         return {
             "factory": self.factory_, "preset": self.preset,
             "nprobe": self._ivf.nprobe if self._ivf is not None else None,
@@ -178,10 +216,21 @@ class VectorIndex(BaseIndex):
         if not file.is_file():
             raise FormatError(f"{file}: not found; the index directory {path} is incomplete")
         try:
-            self.index_ = faiss.read_index(str(file), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if mmap else 0)
+            # ONDISK_SAME_DIR: on-disk inverted lists (index.ivfdata) are found beside index.faiss
+            # (which are memory-mapped already: IO_FLAG_MMAP on them crashes FAISS 1.15).
+            ondisk = (path / "index.ivfdata").is_file()
+            flags = faiss.IO_FLAG_ONDISK_SAME_DIR | (faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY
+                                                     if mmap and not ondisk else 0)
+            if ondisk:
+                with _c_stdout_to_stderr():  # FAISS prints where it found the lists on stdout
+                    self.index_ = faiss.read_index(str(file), flags)
+            else:
+                self.index_ = faiss.read_index(str(file), flags)
         except RuntimeError as e:
             raise FormatError(f"{file}: not a readable FAISS index (truncated or foreign?): {str(e).strip().splitlines()[-1]}") from None
         self._mmapped = mmap
+        if (path / "index.ivfdata").is_file():
+            self._ivfdata = path / "index.ivfdata"
         if self.index_.d != cfg["dim"] or self.index_.ntotal != cfg["count"]:
             raise FormatError(f"{file}: dim {self.index_.d} / {self.index_.ntotal} vectors, but config.json says dim {cfg['dim']} / {cfg['count']}")
         if self.index_.metric_type != fx.faiss_metric(cfg["metric"]):
@@ -205,3 +254,19 @@ class VectorIndex(BaseIndex):
         if not isinstance(index, cls):
             raise FormatError(f"{path}: holds a {type(index).__name__}, not a {cls.__name__}")
         return index
+
+
+@contextlib.contextmanager
+def _c_stdout_to_stderr():
+    """Send what C code writes to file descriptor 1 to stderr (stdout carries the CLI's data)."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+        import ctypes
+
+        ctypes.CDLL(None).fflush(None)  # C's buffered stdout goes out now, to stderr
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
