@@ -25,6 +25,7 @@ from simkit.embed import apply_transform, encode_corpus, fit_store
 from simkit.engines import encode_sharded
 from simkit.engines.shards import stage_dir
 from simkit.errors import FormatError, InputError
+from simkit.fsutil import resolve_version
 from simkit.index.build import build_index
 from simkit.pipeline import Pipeline
 from simkit.store import EmbeddingStore, ShardedArray, file_sha256, write_ids
@@ -89,14 +90,14 @@ def test_local_sharded_equals_single_file(tmp_path, corpus, tiny_bert_dir):
     assert store.sharded and summary["count"] == 57 and summary["shards"] == 3 + 1 + 3 + 2
     assert store.ids == _expected_ids(corpus)
     assert not stage_dir(out).exists()
-    manifest = json.loads((out / "manifest.json").read_text())
+    manifest = json.loads((resolve_version(out) / "manifest.json").read_text())  # a versioned artifact
     assert manifest["format_version"] == 2 and manifest["dim"] == 32
     assert [i["records"] for i in manifest["inputs"]] == [20, 7, 18, 12]
     assert all(i["sha256"].startswith("sha256:") for i in manifest["inputs"])
     assert [s["count"] for s in manifest["shards"]] == [8, 8, 4, 7, 8, 8, 2, 8, 4]
     encode_corpus(corpus[2], tmp_path / "single", Pipeline(tiny_bert_dir))
     single = EmbeddingStore.load(tmp_path / "single")
-    assert json.loads((tmp_path / "single" / "manifest.json").read_text())["format_version"] == 1
+    assert json.loads((resolve_version(tmp_path / "single") / "manifest.json").read_text())["format_version"] == 1
     rows = slice(27, 45)
     assert store.ids[rows] == single.ids
     assert np.abs(store.embeddings[rows] - single.embeddings).max() <= 1e-5
@@ -352,9 +353,10 @@ def test_index_built_shard_by_shard_with_inverted_lists_on_disk(tmp_path, tiny_b
                               "--on-disk", "-o", str(tmp_path / "idx")])
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["on_disk"] is True
-    assert (tmp_path / "idx" / "index.ivfdata").is_file()
+    assert (resolve_version(tmp_path / "idx") / "index.ivfdata").is_file()
     assert "resizing" in capfd.readouterr().err  # FAISS's own lines go to stderr, not the data
-    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # scratch removed
+    # scratch removed (the writer lock files stay beside artifacts on purpose)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".") and not p.name.endswith(".lock")) == []
     X = EmbeddingStore.load(sh).embeddings[:20]
     want = [[h["id"] for h in q] for q in ram.search(X, top_k=5)]
     for mmap in (False, True):
