@@ -186,7 +186,7 @@ STS_DIR = Path(os.environ.get("SIMKIT_STS_DIR", Path(__file__).resolve().parents
 @pytest.mark.skipif(not STS_DIR.is_dir(), reason=f"no STS data in {STS_DIR} (set SIMKIT_STS_DIR)")
 def test_sts_spearman_within_half_a_point(default_export):
     """Every fast path scores within 0.5 Spearman points of torch fp32 on each valid split
-    (the first 1,000 pairs of each, to keep the suite short on 2 cores)."""
+    (the first 500 pairs of each, to keep the suite short on 2 busy cores)."""
     from simkit_eval.data import TASKS, load_senteval
     from simkit_eval.scoring import spearman
 
@@ -194,11 +194,12 @@ def test_sts_spearman_within_half_a_point(default_export):
                 "onnx fp32": Encoder(backend="onnx", onnx_dir=default_export),
                 "onnx int8": Encoder(backend="onnx", dtype="int8", onnx_dir=default_export)}
     for task in TASKS:
-        ds = load_senteval(STS_DIR, task, "valid").head(1000)
+        ds = load_senteval(STS_DIR, task, "valid").head(500)
         scores = {}
         for name, enc in encoders.items():
             a = enc.encode(ds.sentences1, normalize_embeddings=True)
             b = enc.encode(ds.sentences2, normalize_embeddings=True)
             scores[name] = 100 * spearman((a * b).sum(1), ds.labels)
+        print(task, {k: round(v, 2) for k, v in scores.items()})  # shown with pytest -s
         for name, s in scores.items():
             assert abs(s - scores["torch fp32"]) <= 0.5, (task, name, scores)
