@@ -243,7 +243,7 @@ class Encoder:
                 batch = [ids[i] for i in idx]
                 b = pad_batch(batch, pad, device=self.device)
                 mask = b["attention_mask"]
-                hs = self._hidden_states(b["input_ids"], mask)
+                hs = self._hidden_states(b["input_ids"], mask, first="first-last-avg" in poolings)
                 for p in poolings:
                     v = pool(p, hs, mask, self.model.pool_cls if p == "pooler" else None)
                     if normalize_embeddings:
@@ -254,14 +254,17 @@ class Encoder:
             bar.close()
         return out
 
-    def _hidden_states(self, input_ids: torch.Tensor, mask: torch.Tensor):
-        """The backbone's hidden states, indexed as transformers does (embeddings first)."""
+    def _hidden_states(self, input_ids: torch.Tensor, mask: torch.Tensor, first: bool = True):
+        """The backbone's hidden states, indexed as transformers does (embeddings first).
+
+        ONNX: pool() reads [1] (transformer layer 1) and [-1], the two outputs of the graph;
+        layer 1 is fetched only when ``first`` (first-last-avg) asks for it."""
         if self.session_ is None:
             return self.model(input_ids, mask).hidden_states
-        first, last = self.session_.run(
-            None, {"input_ids": input_ids.numpy(), "attention_mask": mask.numpy()})
-        # pool() reads [1] (transformer layer 1) and [-1]; the graph exports only those two.
-        return (None, torch.from_numpy(first), torch.from_numpy(last))
+        out = self.session_.run(["first", "last"] if first else ["last"],
+                                {"input_ids": input_ids.numpy(), "attention_mask": mask.numpy()})
+        last = torch.from_numpy(out[-1])
+        return (None, torch.from_numpy(out[0]) if first else None, last)
 
     def similarity(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """Cosine similarity matrix (n, m) between two sets of vectors."""

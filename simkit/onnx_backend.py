@@ -64,8 +64,8 @@ def export(model, path: str | os.PathLike, fingerprint: str, overwrite: bool = F
     _ort()
     path = Path(path)
     with atomic_dir(path, overwrite=overwrite) as tmp:
-        wrapper = _Backbone(model).eval()
         was_training = model.training
+        wrapper = _Backbone(model).eval()
         ids = torch.tensor([[2, 5, 6, 7, 3], [2, 8, 3, 0, 0]], dtype=torch.int64)
         mask = (ids != 0).to(torch.int64)
         axes = {0: "batch", 1: "length"}
@@ -126,6 +126,9 @@ def check_export(path: Path, fingerprint: str, dtype: str) -> Path:
     file = path / FILES[dtype]
     if not file.is_file():
         raise FormatError(f"{file}: not found (recorded in {where})")
+    if _sha256(file) != entry.get("sha256"):
+        raise FormatError(f"{file}: its sha256 differs from the one recorded in {where}; "
+                          "the file was changed or truncated: export again")
     return file
 
 

@@ -85,6 +85,11 @@ def test_load_refuses_other_runtime_and_other_weights(tmp_path, default_export, 
         Encoder(tiny_bert_dir, backend="onnx", onnx_dir=default_export)
     with pytest.raises(FormatError, match="not found"):
         Encoder(backend="onnx", onnx_dir=tmp_path / "missing")
+    (bad / "config.json").write_text(json.dumps(cfg))
+    with open(bad / "model_int8.onnx", "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(FormatError, match="model_int8.onnx: its sha256 differs"):
+        Encoder(backend="onnx", dtype="int8", onnx_dir=bad)
 
 
 def test_export_leaves_the_torch_model_in_eval_mode(tiny_roformer_dir, tmp_path, texts):
