@@ -4,7 +4,7 @@ Models (``--models``): ``minilm`` = a random-weight BERT of all-MiniLM-L6's shap
 hidden 384; speed does not depend on the weights) with a character vocabulary of the
 sentences; ``bundled`` = simkit's trained default model (RoFormer, 8 x 192), saved as a plain
 Hugging Face directory. Every runner loads that directory with mean pooling and encodes the
-same sentences with batch size 32. The runs alternate (each runner once per round, ``--repeats``
+same sentences with batch size 32 (simkit: token budget 32 x 32). The runs alternate (each runner once per round, ``--repeats``
 rounds) so that load from other processes hits all alike; the table shows medians.
 
 Peers: sentence-transformers fp32 and bf16; a plain ONNX Runtime session on the model simkit
@@ -142,7 +142,7 @@ def torch_int8(path: Path, max_len: int):
     """torch.ao quantize_dynamic (per-tensor qint8 Linear, fbgemm) inside simkit's batching."""
     from simkit.encoder import Encoder
 
-    enc = Encoder(path, pooling="mean", max_seq_length=max_len)
+    enc = Encoder(path, pooling="mean", max_seq_length=max_len, max_tokens_per_batch=32 * 32)
     enc.model = torch.ao.quantization.quantize_dynamic(copy.deepcopy(enc.model), {torch.nn.Linear},
                                                        dtype=torch.qint8)
     return enc
@@ -207,7 +207,8 @@ def run_model(kind: str, texts: list[str], args, peak: float) -> None:
         for backend, dtype in (("torch", "fp32"), ("torch", "bf16"), ("onnx", "fp32"), ("onnx", "int8")):
             runners[f"simkit {backend} {dtype}"] = Encoder(
                 path, pooling="mean", max_seq_length=ml, backend=backend, dtype=dtype,
-                onnx_dir=export if backend == "onnx" else None, num_threads=args.threads)
+                onnx_dir=export if backend == "onnx" else None, num_threads=args.threads,
+                max_tokens_per_batch=32 * 32)
         runners["simkit torch int8 (quantize_dynamic, not offered)"] = torch_int8(path, ml)
         peers = []
         try:

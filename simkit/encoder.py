@@ -6,8 +6,8 @@
 
 Batches are formed over length-sorted texts with dynamic padding (padding to a fixed length
 is ~6x slower on CPU) and the original order is restored, so a vector does not depend on the
-batch it was computed in. Batches are sized by tokens (``max_tokens_per_batch``, default
-``batch_size`` x 32): short texts go in larger batches, long ones in smaller.
+batch it was computed in. With ``max_tokens_per_batch`` (e.g. ``batch_size`` x 32) batches
+are sized by tokens instead: short texts go in larger batches, long ones in smaller.
 
 ``dtype='bf16'`` runs the model in bfloat16 (2.5-3.5x faster on CPUs with AMX);
 ``backend='onnx'`` runs the backbone in ONNX Runtime (``dtype`` fp32 or int8: dynamic int8
@@ -43,8 +43,6 @@ Backend = Literal["torch", "onnx"]
 # The dtypes each backend runs. int8 is ONNX Runtime's dynamic quantisation (U8S8, VNNI);
 # ONNX Runtime's CPU kernels have no bfloat16 matmul.
 BACKENDS = {"torch": ("fp32", "bf16"), "onnx": ("fp32", "int8")}
-# Default token budget of a batch: batch_size x this many tokens.
-TOKENS_PER_SENTENCE = 32
 
 
 def default_model_path() -> str:
@@ -62,8 +60,8 @@ class Encoder:
     torch's (process-wide) intra-op thread count and ONNX Runtime's (default:
     :func:`simkit.threads.default_num_threads`). ``backend='onnx'`` loads the export in
     ``onnx_dir`` (written by :meth:`export_onnx`), or exports to a cache on first use.
-    ``max_tokens_per_batch`` caps padded tokens per batch (default ``batch_size`` x 32;
-    0 = batches of exactly ``batch_size``).
+    ``max_tokens_per_batch`` sizes batches by padded tokens instead of ``batch_size`` (None
+    or 0, the default: batches of exactly ``batch_size``).
     """
 
     def __init__(
@@ -217,7 +215,6 @@ class Encoder:
             raise InputError(f"batch_size={batch_size}; expected a positive integer")
         budget = _check_budget(max_tokens_per_batch)
         budget = self.max_tokens_per_batch if budget is None else budget
-        budget = batch_size * TOKENS_PER_SENTENCE if budget is None else budget
         if "pooler" in poolings and self.model.pooler is None:
             raise InputError("pooling 'pooler' needs a model with a pooler; this one has none")
         max_len = int(max_seq_length or self.max_seq_length)
@@ -319,10 +316,10 @@ def _check_budget(max_tokens: int | None) -> int | None:
     return max_tokens
 
 
-def _batches(lengths: Sequence[int], order: np.ndarray, batch_size: int, max_tokens: int):
+def _batches(lengths: Sequence[int], order: np.ndarray, batch_size: int, max_tokens: int | None):
     """Index arrays of consecutive length-sorted (longest first) texts, each batch holding at
     most ``max_tokens`` padded tokens (its first text sets the width), at least one text;
-    ``max_tokens=0``: ``batch_size`` texts each."""
+    ``max_tokens`` None or 0: ``batch_size`` texts each."""
     start, n = 0, len(order)
     while start < n:
         size = max(1, max_tokens // max(1, lengths[start])) if max_tokens else batch_size

@@ -175,12 +175,21 @@ def test_token_budget_keeps_results_and_order(tiny_model_dir, texts):
         if budget:
             assert all(b * w <= budget or b == 1 for b, w in calls)
     enc.model.forward = orig
-    # short texts go in larger batches than batch_size: 32 tokens a text by default
+    # short texts go in larger batches than batch_size; without a budget, batch_size each
     short = ["好"] * 40
-    calls.clear()
     enc.model.forward = lambda *a, **k: calls.append(a[0].shape) or orig(*a, **k)
-    enc.encode(short, batch_size=4)
+    calls.clear()
+    enc.encode(short, batch_size=4, max_tokens_per_batch=4 * 32)
     assert len(calls) == 1 and calls[0][0] == 40
+    calls.clear()
+    enc.encode(short, batch_size=4)
+    assert len(calls) == 10
+    budgeted = Encoder(tiny_model_dir, pooling="last-avg", max_tokens_per_batch=4 * 32)
+    borig = budgeted.model.forward
+    budgeted.model.forward = lambda *a, **k: calls.append(a[0].shape) or borig(*a, **k)
+    calls.clear()
+    budgeted.encode(short, batch_size=4)
+    assert len(calls) == 1
 
 
 # -- STS agreement on the valid splits (slow; needs the shared data) -----------------------
