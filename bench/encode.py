@@ -240,6 +240,8 @@ def run_model(kind: str, texts: list[str], args, peak: float) -> None:
                 times[name].append(time.perf_counter() - t0)
                 vecs[name] = np.asarray(v, dtype=np.float32)
         flops = useful_flops(path, runners["simkit torch fp32"].tokenizer, texts, ml)
+    # Re-measured after the runs; the best is the peak (one measurement under load reads low).
+    peak = max(peak, matmul_peak(args.threads))
     med = {k: statistics.median(v) for k, v in times.items()}
     good = [p for p in peers if min_cos(vecs[p], ref) >= 0.99]
     best_peer = min(good or peers, key=med.get)
@@ -247,7 +249,7 @@ def run_model(kind: str, texts: list[str], args, peak: float) -> None:
         "bundled trained RoFormer 8 x 192" if kind == "bundled" else "base shape, random weights")
     print(f"\n### {kind}: {shape}; {len(texts)} sentences, batch 32, max_seq_length {ml}, "
           f"{args.threads} threads, median of {args.repeats} alternating rounds")
-    print(f"best peer (cos >= 0.99): {best_peer}\n")
+    print(f"best peer (cos >= 0.99): {best_peer}; fp32 matmul peak (best measured) {peak:.0f} GFLOP/s\n")
     print(f"| {'encoder':<50} | {'sent/s':>8} | {'vs best peer':>12} | {'min cos to fp32':>15} | {'% fp32 peak':>11} |")
     print(f"|{'-' * 52}|{'-' * 10}|{'-' * 14}|{'-' * 17}|{'-' * 13}|")
     for name in runners:
