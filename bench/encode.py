@@ -22,12 +22,19 @@ fraction of it the simkit fp32 paths reach in useful FLOPs (no padding counted).
     python bench/encode.py --sentences ../shared/data/chinese-pairs/sentences --n 10000 --repeats 3
 
 Measured 2026-11-27 (Intel Xeon, AVX-512 VNNI + bf16, no AMX; 2 cores shared with four other
-jobs, 1-min load 4-10, so ``--threads 1``: two torch threads ran 5-20x slower under that load),
-``--n 2000 --repeats 3 --threads 1``, vs the fastest peer (sentence-transformers fp32 both times):
-bundled model simkit onnx int8 2.30x, onnx fp32 1.41x, torch fp32 1.47x, torch bf16 0.93x;
-MiniLM shape onnx int8 2.19x, onnx fp32 1.23x, torch fp32 1.00x, torch bf16 0.62x; cosine to
-fp32 >= 0.9999 everywhere. torch quantize_dynamic int8 measured 1.81x / 2.13x, below ORT int8,
-so int8 is offered on the onnx backend only. The 2.5x goal was not reached.
+jobs), ``--n 2000 --repeats 3``, ratio to the fastest peer at cosine >= 0.99, cosine to fp32
+>= 0.9997 everywhere:
+
+* 2 threads, load 0.5 -> 4.8, bundled model: torch fp32 1.29x (46% of the measured 299 GFLOP/s
+  matmul peak), onnx fp32 0.98x, onnx int8 1.60x, torch bf16 0.92x; torch quantize_dynamic 1.75x.
+* 2 threads, load 2.3-2.8, MiniLM shape: torch fp32 1.15x, onnx fp32 1.03x, onnx int8 2.15x,
+  torch quantize_dynamic 2.19x.
+* 1 thread, load 4-10: bundled onnx int8 2.30x, torch fp32 1.47x; MiniLM onnx int8 2.19x,
+  torch fp32 1.00x. Under load two torch threads collapse (MiniLM torch fp32 697 -> 217 sent/s
+  between two runs) while ONNX Runtime holds up.
+
+The 2.5x goal was not reached. torch's quantize_dynamic measured about level with ONNX Runtime
+int8 (ahead at 2 threads, behind at 1) but is not offered: backend='torch' refuses int8.
 """
 
 from __future__ import annotations
