@@ -62,8 +62,11 @@ def encode(
     batch_size: int = typer.Option(32, "--batch-size", "-b", min=1, help="Texts per forward pass."),
     max_seq_length: int | None = typer.Option(None, "--max-seq-length", min=3, help="Token limit; longer "
                                               "texts are truncated and counted. [default: the model's]"),
-    dtype: str = typer.Option("fp32", "--dtype", help="Compute dtype: fp32, or bf16 (faster on CPUs with "
-                              "AVX-512 bf16 / AMX).", parser=choice("fp32", "bf16")),
+    dtype: str = typer.Option("fp32", "--dtype", help="Compute dtype: fp32, bf16 (torch; faster on CPUs "
+                              "with AVX-512 bf16 / AMX) or int8 (--backend onnx).",
+                              parser=choice("fp32", "bf16", "int8")),
+    backend: str = typer.Option("torch", "--backend", help="Runtime: torch, or onnx (ONNX Runtime; "
+                                "--dtype fp32 or int8; needs simkit[onnx]).", parser=choice("torch", "onnx")),
     normalize: bool = typer.Option(False, "--normalize", help="L2-normalise the vectors (a Normalize step "
                                    "in the pipeline)."),
     chunk_size: int = typer.Option(10000, "--chunk-size", min=1, help="Texts held in memory at once."),
@@ -91,7 +94,7 @@ def encode(
 
         transform = Chain([Normalize()])
     pipeline = make_pipeline(model, threads, pooling=pooling, max_seq_length=max_seq_length, dtype=dtype,
-                             transform=transform)
+                             backend=backend, transform=transform)
     if engine == "local" and shard_size is None and len(inputs) == 1 and Path(inputs[0]).is_file() \
             and fmt != "parquet" and Path(inputs[0]).suffix.lower() != ".parquet":
         from simkit.embed import encode_corpus

@@ -6,8 +6,13 @@
 
 Batches are formed over length-sorted texts with dynamic padding (padding to a fixed length
 is ~6x slower on CPU) and the original order is restored, so a vector does not depend on the
-batch it was computed in. ``dtype='bf16'`` runs the model in bfloat16 (2.5-3.5x faster on
-CPUs with AMX); pooling is always done in float32.
+batch it was computed in. With ``max_tokens_per_batch`` (e.g. ``batch_size`` x 32) batches
+are sized by tokens instead: short texts go in larger batches, long ones in smaller.
+
+``dtype='bf16'`` runs the model in bfloat16 (2.5-3.5x faster on CPUs with AMX);
+``backend='onnx'`` runs the backbone in ONNX Runtime (``dtype`` fp32 or int8: dynamic int8
+with per-channel weights), exported once and cached (see :mod:`simkit.onnx_backend`).
+Pooling is always done in float32, in torch.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import logging
 import os
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -31,8 +37,12 @@ from .tokenization import Tokenizer
 
 logger = logging.getLogger(__name__)
 
-DType = Literal["fp32", "bf16"]
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+DType = Literal["fp32", "bf16", "int8"]
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}  # torch compute dtypes
+Backend = Literal["torch", "onnx"]
+# The dtypes each backend runs. int8 is ONNX Runtime's dynamic quantisation (U8S8, VNNI);
+# ONNX Runtime's CPU kernels have no bfloat16 matmul.
+BACKENDS = {"torch": ("fp32", "bf16"), "onnx": ("fp32", "int8")}
 
 
 def default_model_path() -> str:
@@ -47,7 +57,11 @@ class Encoder:
 
     Parameters mirror sentence-transformers where they overlap. ``pooling`` and
     ``max_seq_length`` default to what the model's config says. ``num_threads`` sets
-    torch's (process-wide) intra-op thread count.
+    torch's (process-wide) intra-op thread count and ONNX Runtime's (default:
+    :func:`simkit.threads.default_num_threads`). ``backend='onnx'`` loads the export in
+    ``onnx_dir`` (written by :meth:`export_onnx`), or exports to a cache on first use.
+    ``max_tokens_per_batch`` sizes batches by padded tokens instead of ``batch_size`` (None
+    or 0, the default: batches of exactly ``batch_size``).
     """
 
     def __init__(
@@ -60,11 +74,15 @@ class Encoder:
         device: str | None = None,
         num_threads: int | None = None,
         pre_tokenize: str | None = None,
+        backend: Backend = "torch",
+        onnx_dir: str | os.PathLike | None = None,
+        max_tokens_per_batch: int | None = None,
     ):
         path = model_name_or_path if model_name_or_path is not None else default_model_path()
         model, tokenizer, info = load_model(path, pre_tokenize=pre_tokenize)
         self.model_path = str(path)
-        self._init(model, tokenizer, info, pooling, max_seq_length, dtype, device, num_threads)
+        self._init(model, tokenizer, info, pooling, max_seq_length, dtype, device, num_threads,
+                   backend, onnx_dir, max_tokens_per_batch)
 
     @classmethod
     def from_model(
@@ -84,8 +102,15 @@ class Encoder:
         self._init(model, tokenizer, info, pooling, max_seq_length, dtype, device, None)
         return self
 
-    def _init(self, model, tokenizer, info, pooling, max_seq_length, dtype, device, num_threads):
-        check_choice("dtype", dtype, tuple(DTYPES))
+    def _init(self, model, tokenizer, info, pooling, max_seq_length, dtype, device, num_threads,
+              backend="torch", onnx_dir=None, max_tokens_per_batch=None):
+        check_choice("backend", backend, tuple(BACKENDS))
+        check_choice("dtype", dtype, ("fp32", "bf16", "int8"))
+        if dtype not in BACKENDS[backend]:
+            why = ("int8 runs on backend='onnx' (ONNX Runtime dynamic int8)" if dtype == "int8"
+                   else "ONNX Runtime's CPU kernels have no bfloat16; bf16 runs on backend='torch'")
+            raise InputError(f"dtype={dtype!r} is not available with backend={backend!r}: {why}")
+        self.max_tokens_per_batch = _check_budget(max_tokens_per_batch)
         self.pooling = pooling or info.pooling
         check_pooling(self.pooling)
         if self.pooling == "pooler" and model.pooler is None:
@@ -100,14 +125,20 @@ class Encoder:
             )
         if num_threads is not None:
             configure_threads(num_threads)
+        if backend == "onnx":
+            device = "cpu"  # the CPU execution provider; the torch model keeps only the pooler's work
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.dtype = dtype
+        self.backend = backend
         # Taken from the fp32 weights, before any cast, so bf16 and fp32 runs share it.
         self.fingerprint = weights_fingerprint(model)
-        self.model = model.to(self.device, DTYPES[dtype]).eval()
+        self.model = model.to(self.device, DTYPES.get(dtype, torch.float32)).eval()
         self.tokenizer = tokenizer
         self.info = info
         self.last_encode_info_: dict = {}
+        self.session_ = None
+        if backend == "onnx":
+            self.session_ = self._onnx_session(onnx_dir, num_threads)
 
     # -- properties -----------------------------------------------------------------
     def get_sentence_embedding_dimension(self) -> int:
@@ -123,6 +154,7 @@ class Encoder:
             "pooling": self.pooling,
             "max_seq_length": self.max_seq_length,
             "dtype": self.dtype,
+            "backend": self.backend,
             "dim": self.get_sentence_embedding_dimension(),
             "fingerprint": self.fingerprint,
         }
@@ -137,6 +169,7 @@ class Encoder:
         convert_to_numpy: bool = True,
         max_seq_length: int | None = None,
         progress_bar=None,
+        max_tokens_per_batch: int | None = None,
     ) -> np.ndarray | torch.Tensor:
         """Vectors of ``sentences``: (d,) for a str, (n, d) float32 for a list.
 
@@ -152,6 +185,7 @@ class Encoder:
             normalize_embeddings=normalize_embeddings,
             max_seq_length=max_seq_length,
             progress_bar=progress_bar,
+            max_tokens_per_batch=max_tokens_per_batch,
         )[self.pooling]
         if single:
             out = out[0]
@@ -166,6 +200,7 @@ class Encoder:
         normalize_embeddings: bool = False,
         max_seq_length: int | None = None,
         progress_bar=None,
+        max_tokens_per_batch: int | None = None,
     ) -> dict[str, np.ndarray]:
         """One forward pass, several poolings: ``{pooling: (n, d) float32}``.
 
@@ -178,6 +213,8 @@ class Encoder:
             raise InputError(f"encode_poolings expects a list of str; got an element {bad!r}")
         if batch_size < 1:
             raise InputError(f"batch_size={batch_size}; expected a positive integer")
+        budget = _check_budget(max_tokens_per_batch)
+        budget = self.max_tokens_per_batch if budget is None else budget
         if "pooler" in poolings and self.model.pooler is None:
             raise InputError("pooling 'pooler' needs a model with a pooler; this one has none")
         max_len = int(max_seq_length or self.max_seq_length)
@@ -199,12 +236,11 @@ class Encoder:
         bar = progress_bar if progress_bar is not None else _progress(n, show_progress_bar)
         pad = self.tokenizer.pad_token_id
         with torch.inference_mode():
-            for start in range(0, n, batch_size):
-                idx = order[start : start + batch_size]
+            for idx in _batches([len(ids[i]) for i in order], order, batch_size, budget):
                 batch = [ids[i] for i in idx]
                 b = pad_batch(batch, pad, device=self.device)
-                input_ids, mask = b["input_ids"], b["attention_mask"]
-                hs = self.model(input_ids, mask).hidden_states
+                mask = b["attention_mask"]
+                hs = self._hidden_states(b["input_ids"], mask, first="first-last-avg" in poolings)
                 for p in poolings:
                     v = pool(p, hs, mask, self.model.pool_cls if p == "pooler" else None)
                     if normalize_embeddings:
@@ -215,11 +251,51 @@ class Encoder:
             bar.close()
         return out
 
+    def _hidden_states(self, input_ids: torch.Tensor, mask: torch.Tensor, first: bool = True):
+        """The backbone's hidden states, indexed as transformers does (embeddings first).
+
+        ONNX: pool() reads [1] (transformer layer 1) and [-1], the two outputs of the graph;
+        layer 1 is fetched only when ``first`` (first-last-avg) asks for it."""
+        if self.session_ is None:
+            return self.model(input_ids, mask).hidden_states
+        out = self.session_.run(["first", "last"] if first else ["last"],
+                                {"input_ids": input_ids.numpy(), "attention_mask": mask.numpy()})
+        last = torch.from_numpy(out[-1])
+        return (None, torch.from_numpy(out[0]) if first else None, last)
+
     def similarity(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """Cosine similarity matrix (n, m) between two sets of vectors."""
         a = a / np.maximum(np.linalg.norm(a, axis=-1, keepdims=True), 1e-12)
         b = b / np.maximum(np.linalg.norm(b, axis=-1, keepdims=True), 1e-12)
         return a @ b.T
+
+    # -- ONNX -------------------------------------------------------------------------
+    def export_onnx(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
+        """Write this model's backbone as ONNX (``model.onnx`` fp32, ``model_int8.onnx``) with
+        a ``config.json`` recording the fingerprint, opset and runtime versions; load it with
+        ``Encoder(model, backend='onnx', onnx_dir=path)``."""
+        from . import onnx_backend
+
+        model = self.model.to(torch.float32)
+        try:
+            return onnx_backend.export(model, path, self.fingerprint, overwrite=overwrite)
+        finally:
+            self.model.to(DTYPES.get(self.dtype, torch.float32))
+
+    def _onnx_session(self, onnx_dir, num_threads):
+        from . import onnx_backend
+
+        if onnx_dir is None:
+            onnx_dir = onnx_backend.cache_dir(self.fingerprint)
+            if not (onnx_dir / "config.json").is_file():
+                logger.info("exporting %s to ONNX in %s", self.model_path, onnx_dir)
+                try:
+                    self.export_onnx(onnx_dir)
+                except InputError:  # another process exported it meanwhile
+                    if not (onnx_dir / "config.json").is_file():
+                        raise
+        file = onnx_backend.check_export(Path(onnx_dir), self.fingerprint, self.dtype)
+        return onnx_backend.session(file, num_threads)
 
     # -- persistence ----------------------------------------------------------------
     def save(self, path: str | os.PathLike, overwrite: bool = False, dtype: str = "fp32") -> None:
@@ -231,6 +307,24 @@ class Encoder:
             save_model(model, self.tokenizer, info, path, overwrite=overwrite, dtype=dtype)
         finally:
             self.model.to(DTYPES[self.dtype])
+
+
+def _check_budget(max_tokens: int | None) -> int | None:
+    if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 0):
+        raise InputError(f"max_tokens_per_batch={max_tokens!r}; expected a positive integer "
+                         "(0 = batches of exactly batch_size)")
+    return max_tokens
+
+
+def _batches(lengths: Sequence[int], order: np.ndarray, batch_size: int, max_tokens: int | None):
+    """Index arrays of consecutive length-sorted (longest first) texts, each batch holding at
+    most ``max_tokens`` padded tokens (its first text sets the width), at least one text;
+    ``max_tokens`` None or 0: ``batch_size`` texts each."""
+    start, n = 0, len(order)
+    while start < n:
+        size = max(1, max_tokens // max(1, lengths[start])) if max_tokens else batch_size
+        yield order[start : start + size]
+        start += size
 
 
 def _progress(total: int, enabled: bool):

@@ -40,7 +40,8 @@ class Pipeline:
     ``transform`` (a fitted :class:`~simkit.transforms.Chain` or step, applied to the pooled
     vectors; ``Normalize`` as its last step L2-normalises), ``fingerprint`` (the expected
     weights fingerprint: loading other weights is refused), and the compute options
-    ``dtype`` and ``num_threads``, which do not change what the pipeline *is*.
+    ``dtype``, ``backend`` (``torch`` / ``onnx``) and ``num_threads``, which do not change
+    what the pipeline *is*.
     """
 
     # What identifies a pipeline; saved in config.json and compared between artifacts.
@@ -49,7 +50,7 @@ class Pipeline:
     def __init__(self, model: str | os.PathLike | None = None, *, pooling: str | None = None,
                  max_seq_length: int | None = None, transform: Any = None,
                  fingerprint: str | None = None, dim_model: int | None = None,
-                 dtype: str = "fp32", num_threads: int | None = None):
+                 dtype: str = "fp32", num_threads: int | None = None, backend: str = "torch"):
         self.model = model
         self.pooling = pooling
         self.max_seq_length = max_seq_length
@@ -58,6 +59,7 @@ class Pipeline:
         self.dim_model = dim_model
         self.dtype = dtype
         self.num_threads = num_threads
+        self.backend = backend
 
     # -- construction -----------------------------------------------------------------
     @classmethod
@@ -65,7 +67,8 @@ class Pipeline:
         """Wrap a loaded :class:`~simkit.encoder.Encoder` (no second load of the weights)."""
         self = cls(encoder.model_path, pooling=encoder.pooling, max_seq_length=encoder.max_seq_length,
                    transform=transform, fingerprint=encoder.fingerprint,
-                   dim_model=encoder.get_sentence_embedding_dimension(), dtype=encoder.dtype)
+                   dim_model=encoder.get_sentence_embedding_dimension(), dtype=encoder.dtype,
+                   backend=encoder.backend)
         self.encoder_ = encoder
         return self
 
@@ -73,7 +76,8 @@ class Pipeline:
         """A copy with some constructor parameters changed (e.g. ``model=`` a moved copy: the
         recorded fingerprint still has to match when it loads)."""
         params = {k: getattr(self, k) for k in ("model", "pooling", "max_seq_length", "transform",
-                                                 "fingerprint", "dim_model", "dtype", "num_threads")}
+                                                 "fingerprint", "dim_model", "dtype", "num_threads",
+                                                 "backend")}
         new = Pipeline(**{**params, **changes})
         new.made_by_ = self.__dict__.get("made_by_", _model_ref(self.model))  # named in errors
         return new
@@ -85,7 +89,8 @@ class Pipeline:
         steps = [*flatten(self.transform), *flatten(transform)]
         new = Pipeline(self.model, pooling=self.pooling, max_seq_length=self.max_seq_length,
                        transform=Chain(steps) if steps else None, fingerprint=self.fingerprint,
-                       dim_model=self.dim_model, dtype=self.dtype, num_threads=self.num_threads)
+                       dim_model=self.dim_model, dtype=self.dtype, num_threads=self.num_threads,
+                       backend=self.backend)
         if "encoder_" in self.__dict__:
             new.encoder_ = self.encoder_
         return new
@@ -98,7 +103,7 @@ class Pipeline:
             from .encoder import Encoder
 
             enc = Encoder(self.model, pooling=self.pooling, max_seq_length=self.max_seq_length,
-                          dtype=self.dtype, num_threads=self.num_threads)
+                          dtype=self.dtype, num_threads=self.num_threads, backend=self.backend)
             if self.fingerprint and enc.fingerprint != self.fingerprint:
                 raise InputError(
                     f"model {enc.model_path!r} has other weights (fingerprint {enc.fingerprint}) than "
@@ -234,7 +239,7 @@ class Pipeline:
 
     @classmethod
     def load(cls, path: str | os.PathLike, **runtime) -> Pipeline:
-        """Read a pipeline directory (its current version); ``runtime`` sets ``dtype`` / ``num_threads``."""
+        """Read a pipeline directory (its current version); ``runtime`` sets ``dtype`` / ``num_threads`` / ``backend``."""
         return load_versioned(path, lambda version: cls._load(version, runtime))
 
     @classmethod
