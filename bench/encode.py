@@ -28,7 +28,8 @@ jobs), ``--n 2000 --repeats 3``, ratio to the fastest peer at cosine >= 0.99, co
 * 2 threads, load 0.5 -> 4.8, bundled model: torch fp32 1.29x (46% of the measured 299 GFLOP/s
   matmul peak), onnx fp32 0.98x, onnx int8 1.60x, torch bf16 0.92x; torch quantize_dynamic 1.75x.
 * 2 threads, load 2.3-2.8, MiniLM shape: torch fp32 1.15x, onnx fp32 1.03x, onnx int8 2.15x,
-  torch quantize_dynamic 2.19x.
+  torch quantize_dynamic 2.19x; a later run (load 0.8 -> 2.7): 1.14x, 0.94x, 1.86x, 2.16x, torch
+  fp32 at 68% of the measured 309 GFLOP/s peak (its bundled half collapsed under others' load).
 * 1 thread, load 4-10: bundled onnx int8 2.30x, torch fp32 1.47x; MiniLM onnx int8 2.19x,
   torch fp32 1.00x. Under load two torch threads collapse (MiniLM torch fp32 697 -> 217 sent/s
   between two runs) while ONNX Runtime holds up.
