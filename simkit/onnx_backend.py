@@ -63,7 +63,9 @@ def export(model, path: str | os.PathLike, fingerprint: str, overwrite: bool = F
     """Write ``model``'s backbone as ONNX (fp32 and int8) with its ``config.json``."""
     _ort()
     path = Path(path)
-    with atomic_dir(path, overwrite=overwrite) as tmp:
+    # Flat, not versioned: ONNX Runtime opens model.onnx by path, and the export is a cache
+    # entry written once per (weights, runtime), replaced whole if ever rewritten.
+    with atomic_dir(path, overwrite=overwrite, kind=FORMAT, versioned=False) as tmp:
         was_training = model.training
         wrapper = _Backbone(model).eval()
         ids = torch.tensor([[2, 5, 6, 7, 3], [2, 8, 3, 0, 0]], dtype=torch.int64)
