@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -28,18 +27,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _machine import cpu_model  # bench/ is on sys.path when a bench runs
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def corpus(data_dir: Path, n: int, out: Path, files: int = 4) -> list[Path]:
@@ -195,7 +187,7 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
-    print(f"CPU: {cpu_name()}; {os.cpu_count()} logical CPUs; torch {torch.__version__}; "
+    print(f"CPU: {cpu_model()}; {os.cpu_count()} logical CPUs; torch {torch.__version__}; "
           f"load average {os.getloadavg()}", flush=True)
     results = {}
     if args.skip != "throughput":

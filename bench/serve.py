@@ -43,7 +43,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import socket
 import statistics
 import subprocess
@@ -53,6 +52,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _machine import cpu_model  # bench/ is on sys.path when a bench runs
 
 HERE = Path(__file__).resolve()
 
@@ -71,14 +71,6 @@ def questions(data_dir: Path, n: int, n_queries: int, seed: int) -> tuple[list[s
     return [texts[i] for i in order[:n]], [texts[i] for i in order[n:n + n_queries]]
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def free_port() -> int:
