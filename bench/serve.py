@@ -23,19 +23,22 @@ project's stack; a fair run needs its own environment.
     python bench/serve.py --data-dir ../shared/data/chinese-pairs --n 20000   # the issue's size
     python bench/serve.py --data-dir ../shared/data/chinese-pairs --n 5000 --seconds 10 --repeats 2
 
-One run of the second line, 2026-11-27, Intel Xeon (2 logical CPUs shared with other users'
-jobs: load average 3.0 at the start, 9.4 at the end), each server 2 torch threads, window 2 ms:
+One run of the first line (``--n 20000 --seconds 10 --repeats 2``), 2026-11-27, Intel Xeon,
+2 logical CPUs, quiet machine (load 0.1 at the start), each server 2 torch threads, max batch
+64, window 2 ms; medians of 2 alternating runs:
 
-| clients | simkit serve req/s | p50 / p99 ms | peer req/s | p50 / p99 ms |
-|---:|---:|---:|---:|---:|
-| 1 | 50.5 | 17.0 / 66.2 | 66.3 | 13.4 / 40.2 |
-| 8 | 107.4 | 63.6 / 185.2 | 73.6 | 97.8 / 290.3 |
-| 64 | 48.1 | 830 / 4731 | 48.4 | 1056 / 4523 |
+| clients | simkit serve req/s | p50 / p99 ms | peer req/s | p50 / p99 ms | ratio |
+|---:|---:|---:|---:|---:|---:|
+| 1 | 36.5 | 27.1 / 35.8 | 33.8 | 29.0 / 42.5 | 1.08x |
+| 8 | 98.6 | 80.7 / 117.5 | 47.3 | 167.6 / 321.6 | 2.09x |
+| 64 | 80.7 | 508.4 / 3703.2 | 39.5 | 1631.0 / 2207.7 | 2.04x |
 
-No errors; the same top hit for 50/50 queries; batches of up to 64 texts formed. The raw
-encoder read 22.3 sentences/s on batches of 64 in the same run, below what the server did at
-8 clients: the machine was oversubscribed, and these figures do not measure the design's
-ceiling. The issue's goal (3x the peer at 64 clients) was not shown by this run.
+No errors; the same top hit for 50/50 queries. The raw encoder read 433.9 sentences/s on
+batches of 64. The issue's goal is NOT met: 2.04x (not 3x) the peer at 64 clients, with a
+worse p99 (some requests wait through many batches), and far from the raw encoder's
+throughput: the server formed 2,044 batches for 4,505 texts (2.2 a batch on average), so
+the batching window, not the model, limits it. An earlier run under load 3-9 (``--n 5000``)
+had the two servers level at 64 clients.
 """
 
 
