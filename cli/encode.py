@@ -6,7 +6,6 @@ from pathlib import Path
 
 import typer
 
-from simkit.errors import InputError
 from simkit.pooling import POOLINGS
 
 from .common import (
@@ -83,10 +82,8 @@ def encode(
     shard_size: int | None = typer.Option(None, "--shard-size", min=1, help="Records per shard; writes a "
                                           "sharded store. [default with --engine ray or several inputs: 10000]"),
 ) -> None:
-    from simkit.engines import RAY_HINT, encode_sharded, ray_available
+    from simkit.engines import encode_inputs
 
-    if engine == "ray" and not ray_available():
-        raise InputError(RAY_HINT)
     refuse_existing(output, overwrite)
     transform = None
     if normalize:
@@ -95,19 +92,11 @@ def encode(
         transform = Chain([Normalize()])
     pipeline = make_pipeline(model, threads, pooling=pooling, max_seq_length=max_seq_length, dtype=dtype,
                              backend=backend, transform=transform)
-    if engine == "local" and shard_size is None and len(inputs) == 1 and Path(inputs[0]).is_file() \
-            and fmt != "parquet" and Path(inputs[0]).suffix.lower() != ".parquet":
-        from simkit.embed import encode_corpus
-
-        summary = encode_corpus(inputs[0], output, pipeline, format=fmt, text_field=text_field,
-                                id_field=id_field, batch_size=batch_size, chunk_size=chunk_size,
-                                overwrite=overwrite, show_progress_bar=progress_enabled())
-    else:
-        summary = encode_sharded(inputs, output, pipeline, engine=engine, format=fmt, text_field=text_field,
-                                 id_field=id_field, batch_size=batch_size, shard_size=shard_size or 10000,
-                                 overwrite=overwrite, show_progress_bar=progress_enabled(), address=address,
-                                 num_workers=num_workers, num_cpus_per_worker=threads or 1,
-                                 num_gpus_per_worker=num_gpus)
+    summary = encode_inputs(inputs, output, pipeline, engine=engine, shard_size=shard_size, chunk_size=chunk_size,
+                            format=fmt, text_field=text_field, id_field=id_field, batch_size=batch_size,
+                            overwrite=overwrite, show_progress_bar=progress_enabled(), address=address,
+                            num_workers=num_workers, num_cpus_per_worker=threads or 1,
+                            num_gpus_per_worker=num_gpus)
     if summary["truncated"]:
         log.warning("%d of %d texts were longer than %d tokens and were truncated", summary["truncated"],
                     summary["count"], summary["max_seq_length"])

@@ -72,3 +72,22 @@ def encode_sharded(inputs, output: str | os.PathLike, pipeline: Pipeline | None 
                               show_progress_bar=show_progress_bar)
     return shards.finish(job, overwrite=overwrite, engine=engine, seconds=time.perf_counter() - t0,
                          extra={**info, "shards_resumed": skipped})
+
+
+def encode_inputs(inputs, output: str | os.PathLike, pipeline: Pipeline | None = None, *,
+                  engine: str = "local", shard_size: int | None = None, chunk_size: int = 10000,
+                  **options) -> dict:
+    """Encode corpus files into a store: one file on the local engine without ``shard_size``
+    gives a single-file store (:func:`simkit.embed.encode_corpus`); anything else (several
+    inputs, a directory or glob, parquet, ``shard_size``, the ray engine) a sharded one
+    (:func:`encode_sharded`). ``options`` go to whichever runs."""
+    inputs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    one = Path(inputs[0]) if len(inputs) == 1 else None
+    if (engine == "local" and shard_size is None and one is not None and one.is_file()
+            and options.get("format", "auto") != "parquet" and one.suffix.lower() != ".parquet"):
+        from ..embed import encode_corpus
+
+        local = {k: v for k, v in options.items() if k in ("format", "text_field", "id_field", "batch_size",
+                                                          "overwrite", "show_progress_bar")}
+        return encode_corpus(one, output, pipeline, chunk_size=chunk_size, **local)
+    return encode_sharded(inputs, output, pipeline, engine=engine, shard_size=shard_size or 10000, **options)
