@@ -227,6 +227,27 @@ def test_request_timeout_is_a_json_504(server):
         assert httpx.get(slow.url + "/health", timeout=20).status_code == 200
 
 
+def test_model_is_loaded_and_warmed_on_the_model_thread(server, monkeypatch):
+    """Every torch call of the service happens on its one model thread, loading included: an
+    OpenMP team started by a warm-up on another thread would compete with the model thread's."""
+    import simkit.encoder
+
+    seen = []
+    real = simkit.encoder.Encoder.encode
+
+    def spy(self, *a, **kw):
+        seen.append(threading.current_thread().name)
+        return real(self, *a, **kw)
+
+    monkeypatch.setattr(simkit.encoder.Encoder, "encode", spy)
+    registry = Registry({"faq": server.root / "faq"}, warmup=True)
+    try:
+        assert seen and all(name.startswith("simkit-model") for name in seen), seen
+        assert registry.model_thread.call(threading.current_thread) is not threading.current_thread()
+    finally:
+        asyncio.run(registry.aclose())
+
+
 def test_index_replaced_under_the_server_is_picked_up(server, pipe, texts, caplog):
     live = server.root / "live"
     old = httpx.get(server.url + "/health", timeout=20).json()["indexes"]["live"]["version"]

@@ -19,6 +19,7 @@ import asyncio
 import collections
 import functools
 import logging
+import threading
 from collections.abc import Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -32,14 +33,27 @@ log = logging.getLogger("simkit.serve")
 class OneThread:
     """A single worker thread. The service runs every model call and every index search on
     one (``simkit-model``): the CPU work happens in one place, and an index's FAISS object
-    and SQLite store are only ever used from that thread."""
+    and SQLite store are only ever used from that thread.
+
+    The model is loaded and warmed up on this thread too (:meth:`call`): OpenMP keeps one
+    team of worker threads per thread that has run a parallel region, and a second team
+    (say the main thread's, from a warm-up there) contends with this one for the cores,
+    which makes a one-sentence forward pass several times slower.
+    """
 
     def __init__(self, name: str = "simkit-model"):
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self._ident: int | None = self.executor.submit(threading.get_ident).result()
 
     async def run(self, fn: Callable, *args, **kwargs):
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.executor, functools.partial(fn, *args, **kwargs))
+
+    def call(self, fn: Callable, *args, **kwargs):
+        """``fn(*args, **kwargs)`` on the thread, from synchronous code (blocking)."""
+        if threading.get_ident() == self._ident:
+            return fn(*args, **kwargs)
+        return self.executor.submit(fn, *args, **kwargs).result()
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)

@@ -103,13 +103,19 @@ class Registry:
             return shared
         if self.threads is not None:
             pipeline.num_threads = self.threads
-        encoder = pipeline.encoder  # loads the weights, refuses others than those recorded
-        if self.warmup:  # the first request should not pay for lazy initialisation
-            encoder.encode(["预热"], show_progress_bar=False)
+        encoder = self.model_thread.call(self._load_encoder, pipeline)
         batcher = MicroBatcher(encoder, self.model_thread, self.max_batch, self.window_ms,
                                batch_size=max(32, self.max_batch))
         with self._lock:
             return self._shared.setdefault(key, _Shared(encoder, batcher))
+
+    def _load_encoder(self, pipeline):
+        """On the model thread: the weights (refusing others than those recorded), warmed up
+        so that the first request does not pay for lazy initialisation."""
+        encoder = pipeline.encoder
+        if self.warmup:
+            encoder.encode(["预热"], show_progress_bar=False)
+        return encoder
 
     def get(self, name: str | None) -> Served:
         """The index called ``name``; ``None`` when exactly one is served."""
