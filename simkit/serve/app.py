@@ -202,7 +202,7 @@ def create_app(registry: Registry, limits: Limits | None = None, api_key: str | 
     async def _http_error(request: Request, e: StarletteHTTPException):
         return Json({"error": str(e.detail)}, status_code=e.status_code, headers=getattr(e, "headers", None))
 
-    def check_key(request: Request) -> None:
+    async def check_key(request: Request) -> None:  # async: no thread-pool hop per request
         if key is None:
             return
         auth = request.headers.get("authorization", "")
@@ -281,7 +281,7 @@ def create_app(registry: Registry, limits: Limits | None = None, api_key: str | 
             return await registry.model_thread.run(_search, state.index, X, req.top_k, req.filter)
 
         results = await limited(work())
-        return {"index": served.name, "version": state.version, "results": results}
+        return Json({"index": served.name, "version": state.version, "results": results})
 
     @app.post("/encode", dependencies=guarded)
     async def encode_texts(req: EncodeRequest):
