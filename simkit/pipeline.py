@@ -40,8 +40,14 @@ class Pipeline:
     ``transform`` (a fitted :class:`~simkit.transforms.Chain` or step, applied to the pooled
     vectors; ``Normalize`` as its last step L2-normalises), ``fingerprint`` (the expected
     weights fingerprint: loading other weights is refused), and the compute options
-    ``dtype``, ``backend`` (``torch`` / ``onnx``) and ``num_threads``, which do not change
-    what the pipeline *is*.
+    ``dtype``, ``backend`` (``torch`` / ``onnx``), ``onnx_dir`` (an ONNX export to run;
+    default: the one saved with the pipeline, else a cached export) and ``num_threads``,
+    which do not change what the pipeline *is*.
+
+    >>> p = Pipeline(backend="onnx", dtype="int8")
+    >>> p.save("faq-pipeline")          # config.json + onnx/ (the export, versions recorded)
+    >>> Pipeline.load("faq-pipeline").encode(["花呗怎么还款"]).shape
+    (1, 192)
     """
 
     # What identifies a pipeline; saved in config.json and compared between artifacts.
@@ -50,7 +56,8 @@ class Pipeline:
     def __init__(self, model: str | os.PathLike | None = None, *, pooling: str | None = None,
                  max_seq_length: int | None = None, transform: Any = None,
                  fingerprint: str | None = None, dim_model: int | None = None,
-                 dtype: str = "fp32", num_threads: int | None = None, backend: str = "torch"):
+                 dtype: str = "fp32", num_threads: int | None = None, backend: str = "torch",
+                 onnx_dir: str | os.PathLike | None = None):
         self.model = model
         self.pooling = pooling
         self.max_seq_length = max_seq_length
@@ -60,6 +67,7 @@ class Pipeline:
         self.dtype = dtype
         self.num_threads = num_threads
         self.backend = backend
+        self.onnx_dir = onnx_dir
 
     # -- construction -----------------------------------------------------------------
     @classmethod
@@ -77,7 +85,7 @@ class Pipeline:
         recorded fingerprint still has to match when it loads)."""
         params = {k: getattr(self, k) for k in ("model", "pooling", "max_seq_length", "transform",
                                                  "fingerprint", "dim_model", "dtype", "num_threads",
-                                                 "backend")}
+                                                 "backend", "onnx_dir")}
         new = Pipeline(**{**params, **changes})
         new.made_by_ = self.__dict__.get("made_by_", _model_ref(self.model))  # named in errors
         return new
@@ -90,7 +98,7 @@ class Pipeline:
         new = Pipeline(self.model, pooling=self.pooling, max_seq_length=self.max_seq_length,
                        transform=Chain(steps) if steps else None, fingerprint=self.fingerprint,
                        dim_model=self.dim_model, dtype=self.dtype, num_threads=self.num_threads,
-                       backend=self.backend)
+                       backend=self.backend, onnx_dir=self.onnx_dir)
         if "encoder_" in self.__dict__:
             new.encoder_ = self.encoder_
         return new
@@ -103,7 +111,8 @@ class Pipeline:
             from .encoder import Encoder
 
             enc = Encoder(self.model, pooling=self.pooling, max_seq_length=self.max_seq_length,
-                          dtype=self.dtype, num_threads=self.num_threads, backend=self.backend)
+                          dtype=self.dtype, num_threads=self.num_threads, backend=self.backend,
+                          onnx_dir=self.onnx_dir)
             if self.fingerprint and enc.fingerprint != self.fingerprint:
                 raise InputError(
                     f"model {enc.model_path!r} has other weights (fingerprint {enc.fingerprint}) than "
@@ -169,7 +178,7 @@ class Pipeline:
         return {
             "model": _model_ref(self.model), "fingerprint": self.fingerprint, "pooling": self.pooling,
             "max_seq_length": self.max_seq_length, "dim_model": self.dim_model, "dim": self.dim,
-            "dtype": self.dtype, "normalize_embeddings": self.normalize_embeddings,
+            "dtype": self.dtype, "backend": self.backend, "normalize_embeddings": self.normalize_embeddings,
             "transform_fingerprint": self.transform_fingerprint,
             "steps": describe(self.transform) if self.transform is not None else [],
         }
@@ -221,20 +230,26 @@ class Pipeline:
 
     # -- persistence ------------------------------------------------------------------
     def save(self, path: str | os.PathLike, overwrite: bool = False) -> None:
-        """Write a pipeline directory: ``config.json`` and, if any, ``transform/``."""
+        """Write a pipeline directory: ``config.json``, if any ``transform/``, and with
+        ``backend='onnx'`` the ONNX export in ``onnx/`` (opset and runtime versions recorded:
+        loading under another ONNX Runtime is refused)."""
         with atomic_dir(path, overwrite=overwrite, kind=FORMAT) as tmp:
-            self.save_into(tmp)
+            self.save_into(tmp, with_onnx=self.backend == "onnx")
 
-    def save_into(self, folder: Path) -> None:
-        """Write the pipeline's files into an open directory (an artifact's own ``pipeline/``)."""
+    def save_into(self, folder: Path, with_onnx: bool = False) -> None:
+        """Write the pipeline's files into an open directory (an artifact's own ``pipeline/``
+        records the backend but does not carry an export)."""
         from .transforms import write_transform
 
         folder.mkdir(parents=True, exist_ok=True)
         if self.transform is not None:
             write_transform(self.transform, folder / "transform")
+        if with_onnx:
+            self.encoder.export_onnx(folder / "onnx")
         write_json(folder / "config.json", {
             "format": FORMAT, "format_version": FORMAT_VERSION, "simkit_version": __version__,
             **self.to_dict(), "transform": "transform" if self.transform is not None else None,
+            "onnx": "onnx" if with_onnx else None,
         })
 
     @classmethod
@@ -258,6 +273,22 @@ class Pipeline:
             if cfg["transform"] != "transform":  # never follow a path out of the artifact
                 raise FormatError(f"{where}: 'transform' must be 'transform' or null, found {cfg['transform']!r}")
             transform = load_transform(path / "transform")
+        onnx = cfg.get("onnx")
+        if onnx is not None:
+            if onnx != "onnx":  # never follow a path out of the artifact
+                raise FormatError(f"{where}: 'onnx' must be 'onnx' or null, found {onnx!r}")
+            if cfg.get("backend") != "onnx" or cfg.get("dtype") not in ("fp32", "int8"):
+                raise FormatError(f"{where}: an ONNX export needs backend 'onnx' and dtype fp32 "
+                                  f"or int8; found {cfg.get('backend')!r} / {cfg.get('dtype')!r}")
+            # Saved with its export: run it, as saved, unless the caller asks otherwise.
+            runtime = {"backend": "onnx", "dtype": cfg["dtype"], **runtime}
+            if runtime["backend"] == "onnx" and runtime.get("onnx_dir") is None:
+                from . import onnx_backend
+
+                runtime["onnx_dir"] = path / "onnx"
+                # Refuse another runtime / opset / weights now, naming the file, not at the
+                # first encode.
+                onnx_backend.check_export(path / "onnx", cfg["fingerprint"], runtime["dtype"])
         return cls(cfg["model"], pooling=cfg["pooling"], max_seq_length=cfg["max_seq_length"],
                    transform=transform, fingerprint=cfg["fingerprint"], dim_model=cfg["dim_model"],
                    **runtime)

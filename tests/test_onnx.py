@@ -135,6 +135,43 @@ def test_pipeline_passes_backend(tmp_path, monkeypatch, tiny_bert_dir, texts):
     np.testing.assert_allclose(p.encode(texts), Pipeline(tiny_bert_dir).encode(texts), atol=1e-4)
 
 
+def test_saved_pipeline_carries_its_export_and_refuses_another_runtime(tmp_path, monkeypatch, tiny_bert_dir,
+                                                                        texts):
+    from simkit.fsutil import resolve_version
+    from simkit.pipeline import Pipeline
+    from simkit.transforms import Normalize
+
+    monkeypatch.setenv("SIMKIT_CACHE", str(tmp_path / "cache"))
+    p0 = Pipeline(tiny_bert_dir, backend="onnx", dtype="int8")
+    p = p0.then(Normalize().fit(p0.encode(texts)))
+    want = p.encode(texts)
+    p.save(tmp_path / "pipe")
+    version = resolve_version(tmp_path / "pipe")
+    cfg = json.loads((version / "config.json").read_text())
+    assert cfg["backend"] == "onnx" and cfg["dtype"] == "int8" and cfg["onnx"] == "onnx"
+    assert {"model.onnx", "model_int8.onnx", "config.json"} <= {f.name for f in (version / "onnx").iterdir()}
+    monkeypatch.setenv("SIMKIT_CACHE", str(tmp_path / "empty-cache"))  # the saved export runs, not a cache
+    back = Pipeline.load(tmp_path / "pipe")
+    assert (back.backend, back.dtype) == ("onnx", "int8")
+    np.testing.assert_allclose(back.encode(texts), want, atol=1e-5)
+    assert not (tmp_path / "empty-cache").exists()
+    assert Pipeline.load(tmp_path / "pipe", backend="torch", dtype="fp32").encoder.backend == "torch"
+    # The torch pipeline records its backend and carries no export.
+    Pipeline(tiny_bert_dir).save(tmp_path / "plain")
+    plain = json.loads((resolve_version(tmp_path / "plain") / "config.json").read_text())
+    assert plain["backend"] == "torch" and plain["onnx"] is None
+    assert not (resolve_version(tmp_path / "plain") / "onnx").exists()
+    # Another ONNX Runtime than the one recorded: refused at load, naming the file.
+    export_cfg = version / "onnx" / "config.json"
+    export_cfg.write_text(json.dumps({**json.loads(export_cfg.read_text()), "onnxruntime_version": "0.0.1"}))
+    with pytest.raises(FormatError, match=r"onnx/config\.json.*onnxruntime version '0\.0\.1'"):
+        Pipeline.load(tmp_path / "pipe")
+    cfg["onnx"] = "../elsewhere"
+    (version / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(FormatError, match="'onnx' must be"):
+        Pipeline.load(tmp_path / "pipe")
+
+
 def test_cli_encode_backend(tmp_path, monkeypatch, tiny_bert_dir, texts):
     from simkit_cli.app import app
     from typer.testing import CliRunner
