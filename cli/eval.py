@@ -24,6 +24,7 @@ def register(app: typer.Typer) -> None:
     eval_app.command("sts", help=STS_HELP)(handle_errors(sts))
     eval_app.command("retrieval", help=RETRIEVAL_HELP)(handle_errors(retrieval))
     eval_app.command("mteb")(handle_errors(mteb_run))
+    eval_app.command("carve", help=CARVE_HELP)(handle_errors(carve))
     app.add_typer(eval_app, name="eval")
 
 
@@ -119,6 +120,8 @@ def retrieval(
     seed: int = typer.Option(0, "--seed", help="Seed of the query sample."),
     data_format: str = typer.Option("auto", "--data-format", help="auto, senteval or cmteb.",
                                     parser=choice("auto", "senteval", "cmteb")),
+    bootstrap: int = typer.Option(0, "--bootstrap", min=0, help="Resamples of the queries for a 95 % "
+                                  "interval of MRR (MRR_ci); 0: none."),
 ) -> None:
     from simkit_eval.retrieval import run_retrieval
     from simkit_eval.sts import model_specs
@@ -127,8 +130,41 @@ def retrieval(
 
     specs = model_specs(_split_list(model), baseline, dtype, configure_threads(threads))
     rows = run_retrieval(specs, data_dir, _split_list([tasks]), _split_list([split]), n_queries, seed,
-                         data_format, batch_size)
+                         data_format, batch_size, bootstrap)
     echo_json({"results": rows})
+
+
+CARVE_HELP = """Carve select / report parts of STS valid splits by sentence, not by line.
+
+Pairs sharing a sentence go to the same part (no sentence is in both), and a pair whose
+sentence occurs in any SEEN file (every file the model was trained on, its starting
+model's data included) is dropped. Writes OUT/<TASK>/<TASK>.select.data and .report.data
+(select models on one, report the other) and OUT/config.json with the sizes; the summary
+is printed as JSON.
+
+\b
+Example:
+  simkit eval carve -d data/chinese-sts -o parts pairs/*.tsv nli/*.tsv
+  simkit eval sts -d parts --split report -w 0 --bootstrap 1000 -o res/report
+"""
+
+
+def carve(
+    data_dir: Path = typer.Option(..., "--data-dir", "-d", help="senteval_cn directory: DIR/<TASK>/<TASK>.<split>.data."),
+    seen: list[Path] = typer.Argument(..., help="Training files (pairs, NLI or one sentence a line).",
+                                      show_default=False),
+    output: Path = typer.Option(..., "--output", "-o", help="Output directory."),
+    tasks: str = typer.Option("ATEC,BQ,LCQMC,PAWSX,STS-B", "--tasks", help="Comma-separated tasks."),
+    split: str = typer.Option("valid", "--split", help="The split to carve."),
+    report_fraction: float = typer.Option(0.5, "--report-fraction", min=0.01, max=0.99,
+                                          help="Share of sentence components that go to report."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the component assignment."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier carve in OUT."),
+) -> None:
+    from simkit_eval.carve import carve as run_carve
+
+    echo_json(run_carve(data_dir, _split_list([tasks]), [str(p) for p in seen], output, split,
+                        report_fraction, seed, overwrite))
 
 
 def mteb_run(

@@ -68,8 +68,10 @@ def _ranks(scores: np.ndarray, q: RetrievalQueries) -> np.ndarray:
     return out
 
 
-def retrieval_scores(encoder, q: RetrievalQueries, batch_size: int = 64) -> dict:
-    """R@1, R@10 and MRR@100 (x 100) of ``encoder`` (anything with ``encode``, or ``"tfidf"``)."""
+def retrieval_scores(encoder, q: RetrievalQueries, batch_size: int = 64, bootstrap: int = 0,
+                     seed: int = 0) -> dict:
+    """R@1, R@10 and MRR@100 (x 100) of ``encoder`` (anything with ``encode``, or ``"tfidf"``);
+    with ``bootstrap`` resamples of the queries, ``MRR_ci``: the 95 % percentile interval."""
     if encoder == TFIDF:
         tf = TfidfEncoder().fit(q.corpus)
         D = tf.transform(q.corpus)
@@ -80,12 +82,24 @@ def retrieval_scores(encoder, q: RetrievalQueries, batch_size: int = 64) -> dict
         scores = X[q.queries] @ X.T
     ranks = _ranks(scores, q)
     rr = np.where(ranks <= CUTOFF, 1.0 / ranks, 0.0)
-    return {"R@1": float((ranks <= 1).mean() * 100), "R@10": float((ranks <= 10).mean() * 100),
-            "MRR": float(rr.mean() * 100), "n": len(ranks), "corpus": len(q.corpus)}
+    out = {"R@1": float((ranks <= 1).mean() * 100), "R@10": float((ranks <= 10).mean() * 100),
+           "MRR": float(rr.mean() * 100), "n": len(ranks), "corpus": len(q.corpus)}
+    if bootstrap:
+        out["MRR_ci"] = mean_interval(rr * 100, bootstrap, seed)
+    return out
+
+
+def mean_interval(values: np.ndarray, bootstrap: int, seed: int = 0) -> list[float]:
+    """95 % percentile-bootstrap interval of the mean of ``values`` (per-query scores). The
+    same seed for every model of a task pairs the resamples across models."""
+    idx = np.random.default_rng(seed).integers(0, len(values), size=(bootstrap, len(values)))
+    means = np.asarray(values, dtype=np.float64)[idx].mean(axis=1)
+    return [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
 
 
 def run_retrieval(specs, data_dir, tasks=("ATEC", "BQ", "LCQMC"), splits=("valid",), n_queries: int | None = 2000,
-                  seed: int = 0, data_format: str = "auto", batch_size: int = 64) -> list[dict]:
+                  seed: int = 0, data_format: str = "auto", batch_size: int = 64,
+                  bootstrap: int = 0) -> list[dict]:
     """One row per (model, task, split): the scores of :func:`retrieval_scores`.
 
     ``specs`` are :class:`~simkit_eval.grid.ModelSpec` (``encoder=None`` is the TF-IDF
@@ -100,5 +114,5 @@ def run_retrieval(specs, data_dir, tasks=("ATEC", "BQ", "LCQMC"), splits=("valid
             for spec in specs:
                 enc = TFIDF if spec.encoder is None else spec.encoder
                 rows.append({"model": spec.name, "task": task, "split": split,
-                             **retrieval_scores(enc, q, batch_size)})
+                             **retrieval_scores(enc, q, batch_size, bootstrap, seed)})
     return rows

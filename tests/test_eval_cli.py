@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from simkit_cli.app import app
 from test_eval_data import make_senteval_dir
@@ -140,3 +141,13 @@ def test_retrieval_scores_a_tiny_task(tmp_path, tiny_bert_dir):
     rows = json.loads(res.stdout)["results"]
     assert [r["model"] for r in rows] == [str(tiny_bert_dir), "tfidf"]
     assert rows[1]["MRR"] == pytest.approx(tf["MRR"]) and rows[0]["n"] == 3
+    ci = retrieval_scores("tfidf", q, bootstrap=200)["MRR_ci"]
+    assert ci == [100.0, 100.0]  # every query answered first: no spread to resample
+    from simkit_eval.retrieval import mean_interval
+
+    rr = np.array([1.0, 0.5, 0.25, 1.0, 0.0, 1 / 3] * 20)
+    lo, hi = mean_interval(rr, 500)
+    assert lo < rr.mean() < hi and hi - lo < 0.3 and mean_interval(rr, 500) == [lo, hi]
+    res = CliRunner().invoke(app, ["eval", "retrieval", "-m", "tfidf", "-d", str(tmp_path), "--tasks", "T",
+                                   "--bootstrap", "50"])
+    assert res.exit_code == 0 and len(json.loads(res.stdout)["results"][0]["MRR_ci"]) == 2
