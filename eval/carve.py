@@ -28,6 +28,8 @@ from simkit.errors import InputError
 from simkit.fsutil import atomic_dir, write_json
 from simkit.pairs import read_pair_lines
 
+from .data import senteval_path, sha256_file
+
 FORMAT = "simkit-sts-carve"
 _SPACE = re.compile(r"\s+")
 
@@ -98,14 +100,12 @@ def carve(data_dir: str | os.PathLike, tasks: list[str], seen: list[str | os.Pat
           output: str | os.PathLike, split: str = "valid", report_fraction: float = 0.5,
           seed: int = 0, overwrite: bool = False) -> dict:
     """Write the select / report parts of each task's ``split`` under ``output``."""
-    from .data import senteval_path
-
     if not 0 < report_fraction < 1:
         raise InputError(f"report_fraction={report_fraction!r}; expected a number in (0, 1)")
     seen_keys = seen_sentences(seen)
     summary: dict = {"format": FORMAT, "format_version": 1, "split": split,
                      "report_fraction": report_fraction, "seed": seed, "seen_sentences": len(seen_keys),
-                     "seen_files": {str(Path(f)): _sha256(Path(f)) for f in seen}, "tasks": {}}
+                     "seen_files": {str(Path(f)): sha256_file(Path(f)) for f in seen}, "tasks": {}}
     carved = {}
     for task in tasks:
         path = senteval_path(data_dir, task, split)
@@ -116,7 +116,7 @@ def carve(data_dir: str | os.PathLike, tasks: list[str], seen: list[str | os.Pat
         parts, counts = split_pairs(rows, seen_keys, report_fraction, seed)
         carved[task] = parts
         summary["tasks"][task] = {**counts, "skipped_lines": lines.skipped, "source": str(path),
-                                  "sha256": _sha256(path)}
+                                  "sha256": sha256_file(path)}
     with atomic_dir(output, overwrite=overwrite, kind=FORMAT, versioned=False) as tmp:
         for task, parts in carved.items():
             (tmp / task).mkdir()
@@ -126,10 +126,3 @@ def carve(data_dir: str | os.PathLike, tasks: list[str], seen: list[str | os.Pat
         write_json(tmp / "config.json", summary)
     return summary
 
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
