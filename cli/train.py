@@ -1,4 +1,4 @@
-"""``simkit train simbert|cosent``: train a model from pairs, from scratch or from a checkpoint."""
+"""``simkit train simbert|cosent|mlm|simcse``: train a model, from scratch or from a checkpoint."""
 
 from __future__ import annotations
 
@@ -37,6 +37,8 @@ def _common(
     resume: Path | None,
     overwrite: bool,
     teacher: str | None,
+    sentence_files: list[Path] = (),
+    nli_files: list[Path] = (),
     extend: bool = False,
     stack: int | None = None,
     threads: int | None = None,
@@ -44,13 +46,18 @@ def _common(
 ) -> None:
     from simkit.encoder import Encoder
     from simkit.threads import configure_threads
-    from simkit.train.data import load_training_files
+    from simkit.train.data import load_training_files, read_nli_triples, sentences_of
     from simkit.train.setup import build_model
     from simkit.train.trainer import TrainConfig, Trainer
 
     configure_threads(threads)
-    positives, labelled = load_training_files(data, graded_threshold=graded_threshold)
-    texts = [t for a, b in positives for t in (a, b)] + [t for p in labelled for t in (p.a, p.b)]
+    objective = cfg["objective"]
+    positives, labelled = ([], []) if objective in ("mlm", "simcse") else load_training_files(
+        data, graded_threshold=graded_threshold)
+    sentences = sentences_of([*(data if objective == "mlm" else []), *sentence_files])
+    triples = [t for f in [*(data if objective == "simcse" else []), *nli_files] for t in read_nli_triples(f)]
+    texts = ([t for a, b in positives for t in (a, b)] + [t for p in labelled for t in (p.a, p.b)]
+             + sentences + [t for tri in triples for t in tri])
     model, tok, info = build_model(texts, init=init, backbone=backbone, hidden_size=hidden_size,
                                    num_layers=num_layers, num_heads=num_heads, max_seq_length=max_seq_length,
                                    vocab_min_freq=vocab_min_freq, extend_vocab_=extend, stack_layers=stack,
@@ -58,12 +65,14 @@ def _common(
     config = TrainConfig(max_seq_length=max_seq_length, **cfg)
     evaluator = _valid_evaluator(valid) if valid else None
     teacher_enc = Encoder(teacher) if teacher else None
-    trainer = Trainer(model, tok, info, config, positives, labelled, evaluator=evaluator, teacher=teacher_enc)
-    log.info("training on %d positive pairs and %d labelled pairs; %d steps", len(positives),
-             len(labelled), trainer.total_steps())
+    trainer = Trainer(model, tok, info, config, positives, labelled, sentences, triples, evaluator=evaluator,
+                      teacher=teacher_enc)
+    log.info("training on %d positive pairs, %d labelled pairs, %d sentences and %d NLI triples; %d steps",
+             len(positives), len(labelled), len(sentences), len(triples), trainer.total_steps())
     final = trainer.train(output, resume_from=resume, overwrite=overwrite)
     echo_json({"model": str(final), "steps": trainer.step, "best_main_score": trainer.best_score,
-               "positives": len(positives), "labelled": len(labelled), "log": str(Path(output) / "log.jsonl")})
+               "positives": len(positives), "labelled": len(labelled), "sentences": len(sentences),
+               "triples": len(triples), "log": str(Path(output) / "log.jsonl")})
 
 
 def _valid_evaluator(files: list[Path]):
@@ -72,9 +81,9 @@ def _valid_evaluator(files: list[Path]):
     return pairs_evaluator(files)
 
 
-def _options(objective: str):
+def _options(objective: str, data_help: str = DATA_HELP):
     def command(
-        data: list[Path] = typer.Argument(..., help=DATA_HELP),
+        data: list[Path] = typer.Argument(..., help=data_help),
         output: Path = typer.Option(..., "--output", "-o", help="Run dir: model/ (best or last), checkpoints/, log.jsonl."),
         init: str | None = typer.Option(None, "--init", help="Start from this model (simkit / HF dir). Default: from scratch."),
         backbone: str = typer.Option("roformer", "--backbone", help="From scratch: bert or roformer."),
@@ -102,6 +111,16 @@ def _options(objective: str):
         mask_prob: float = typer.Option(0.0, "--mask-prob", help="RoFormer-Sim: mask this fraction of source tokens."),
         teacher: str | None = typer.Option(None, "--teacher", help="Distil this model's similarity matrix."),
         distill_weight: float = typer.Option(0.0, "--distill-weight"),
+        sentence_files: list[Path] = typer.Option([], "--sentences", help="Sentence file (one a line) for the "
+                                                  "masked-LM loss; repeatable."),
+        mlm_weight: float = typer.Option(0.0, "--mlm-weight", help="Add masked LM on the sentences with this weight."),
+        mlm_batch_size: int = typer.Option(64, "--mlm-batch-size", min=1),
+        mlm_prob: float = typer.Option(0.15, "--mlm-prob", min=0.01, max=0.9, help="Share of tokens masked."),
+        nli_files: list[Path] = typer.Option([], "--nli", help="NLI file 'premise<TAB>hypothesis<TAB>entailment|"
+                                             "neutral|contradiction' for the SimCSE loss; repeatable."),
+        simcse_weight: float = typer.Option(0.0, "--simcse-weight", help="Add supervised SimCSE on the NLI "
+                                            "triples with this weight."),
+        simcse_batch_size: int = typer.Option(64, "--simcse-batch-size", min=1),
         seed: int = typer.Option(0, "--seed"),
         bf16: bool = typer.Option(False, "--bf16", help="bfloat16 autocast (CPU with AMX, or GPU)."),
         threads: int | None = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
@@ -110,11 +129,14 @@ def _options(objective: str):
         overwrite: bool = typer.Option(False, "--overwrite"),
     ) -> None:
         _common(data, output, init, backbone, hidden_size, num_layers, num_heads, max_seq_length,
-                vocab_min_freq, valid, graded_threshold, resume, overwrite, teacher, extend=extend, stack=stack,
+                vocab_min_freq, valid, graded_threshold, resume, overwrite, teacher, sentence_files, nli_files,
+                extend=extend, stack=stack,
                 objective=objective, batch_size=batch_size, cosent_batch_size=cosent_batch_size,
                 cosent_weight=cosent_weight, cosent_scope=cosent_scope, epochs=epochs, max_steps=max_steps, time_budget=time_budget,
                 lr=lr, warmup_ratio=warmup_ratio, mask_prob=mask_prob, distill_weight=distill_weight,
-                seed=seed, bf16=bf16, checkpoint_every=checkpoint_every, threads=threads)
+                seed=seed, bf16=bf16, checkpoint_every=checkpoint_every, threads=threads, mlm_weight=mlm_weight,
+                mlm_batch_size=mlm_batch_size, mlm_prob=mlm_prob, simcse_weight=simcse_weight,
+                simcse_batch_size=simcse_batch_size)
 
     return handle_errors(command)
 
@@ -124,3 +146,10 @@ train_app.command("simbert", help="SimBERT objective: UniLM seq2seq on each pair
     _options("simbert"))
 train_app.command("cosent", help="CoSENT ranking loss on cosine similarities of labelled pairs (lambda 20). "
                   "Example: simkit train cosent sts.tsv --init runs/sim/model -o runs/cosent")(_options("cosent"))
+train_app.command("mlm", help="Masked-LM pre-training (BERT's 15 %, 80/10/10) on sentences, bidirectional "
+                  "attention. Example: simkit train mlm sentences/*.txt pairs/*.tsv -o runs/mlm")(
+    _options("mlm", "Sentence files (.txt, one a line) and pair / NLI files (.tsv, .data: both sentences)."))
+train_app.command("simcse", help="Supervised SimCSE on NLI triples (entailment positive, contradiction hard "
+                  "negative, temperature 0.05). Example: simkit train simcse nli/*.tsv --init runs/mlm/model "
+                  "-o runs/simcse")(
+    _options("simcse", "NLI files 'premise<TAB>hypothesis<TAB>entailment|neutral|contradiction'."))

@@ -175,3 +175,113 @@ def test_cli_extend_vocab(tiny_roformer_dir, tmp_path):
     res = CliRunner().invoke(app, ["-q", "train", "simbert", str(p), "-o", str(tmp_path / "scratch"),
                                    "--extend-vocab"])
     assert res.exit_code == 1 and "--init" in res.output
+
+
+# -- masked LM and supervised SimCSE (the pre-training and NLI stages of a model recipe) ----
+NLI = [("一个男人在弹吉他", "有人在演奏乐器", "entailment"), ("一个男人在弹吉他", "这个男人在睡觉", "contradiction"),
+       ("一个男人在弹吉他", "他在弹一首老歌", "neutral"), ("两只狗在草地上奔跑", "动物在户外", "entailment"),
+       ("两只狗在草地上奔跑", "狗在家里睡觉", "contradiction"), ("孩子们在踢足球", "孩子们在运动", "entailment"),
+       ("孩子们在踢足球", "孩子们在看书", "contradiction"), ("孩子们在踢足球", "没有人", "contradiction")]
+
+
+@pytest.fixture
+def nli_file(tmp_path):
+    p = tmp_path / "nli.tsv"
+    p.write_text("".join(f"{a}\t{b}\t{y}\n" for a, b, y in NLI), encoding="utf-8")
+    return p
+
+
+def test_nli_triples_and_sentences(nli_file, pair_file, tmp_path):
+    from simkit.train.data import read_nli_triples, sentences_of
+
+    triples = read_nli_triples(nli_file)
+    assert ("一个男人在弹吉他", "有人在演奏乐器", "这个男人在睡觉") in triples
+    assert len(triples) == 4  # the third premise has two contradictions: its entailment is reused
+    assert all(t[1] != t[2] for t in triples) and not any("一首老歌" in x for t in triples for x in t)
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("甲\t乙\tmaybe\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"bad\.tsv:1: label 'maybe'"):
+        read_nli_triples(bad)
+    txt = tmp_path / "s.txt"
+    txt.write_text("花呗怎么还款\n\n新的句子\n", encoding="utf-8")
+    sents = sentences_of([txt, pair_file])
+    assert sents[:2] == ["花呗怎么还款", "新的句子"] and "怎么还花呗" in sents and len(sents) == len(set(sents))
+
+
+def test_masking_follows_bert():
+    from simkit.train.objectives import mask_tokens
+
+    torch.manual_seed(0)
+    ids = torch.randint(5, 100, (64, 40))
+    ids[:, 0], ids[:, -1] = 2, 3  # [CLS], [SEP]
+    mask = torch.ones_like(ids)
+    mask[:, 30:] = 0
+    corrupted, chosen = mask_tokens(ids, mask, torch.tensor([2, 3, 0]), mask_token_id=4, vocab_size=100)
+    assert not chosen[:, 0].any() and not chosen[:, 30:].any()  # never special or padding
+    share = chosen.float().sum() / (mask[:, 1:30].sum())
+    assert 0.12 < share < 0.18
+    masked = (corrupted == 4) & chosen
+    kept = (corrupted == ids) & chosen
+    assert 0.75 < masked.sum() / chosen.sum() < 0.85 and 0.05 < kept.sum() / chosen.sum() < 0.16
+    assert torch.equal(corrupted[~chosen], ids[~chosen])
+    one = torch.tensor([[2, 7, 3]])
+    assert mask_tokens(one, torch.ones_like(one), torch.tensor([2, 3, 0]), 4, 100, prob=0.01)[1].sum() == 1
+
+
+def test_simcse_loss_prefers_the_entailed_row():
+    from simkit.train.objectives import simcse_loss
+
+    a = torch.randn(4, 8)
+    noise = torch.randn(4, 8)
+    assert simcse_loss(a, a + 0.01 * noise, noise) < simcse_loss(a, noise, a + 0.01 * noise)
+
+
+def test_mlm_and_simcse_objectives_train_and_resume(tiny_roformer_dir, nli_file, pair_file, tmp_path):
+    from simkit.train.data import read_nli_triples, sentences_of
+
+    sents, triples = sentences_of([pair_file, nli_file]), read_nli_triples(nli_file)
+
+    def make(cfg):
+        model, tok, info = load_model(tiny_roformer_dir)
+        pos, lab = load_training_files([pair_file])
+        return Trainer(model, tok, info, cfg, pos, lab, sents, triples, device="cpu")
+
+    t = make(TrainConfig(objective="mlm", mlm_batch_size=8, epochs=8, lr=3e-3, log_every=1, simcse_weight=1.0,
+                         simcse_batch_size=4))
+    t.train(tmp_path / "mlm")
+    log = [json.loads(x) for x in (tmp_path / "mlm" / "log.jsonl").read_text().splitlines()]
+    assert {"mlm", "simcse"} <= set(log[0]) and log[-1]["mlm"] < log[0]["mlm"]
+    # SimBERT with both extra losses resumes bit for bit (every stream's position is saved).
+    cfg = dict(batch_size=2, epochs=2, lr=1e-3, mlm_weight=0.5, mlm_batch_size=4, simcse_weight=0.5,
+               simcse_batch_size=2, checkpoint_every=3, seed=3)
+    straight = make(TrainConfig(**cfg))
+    straight.train(tmp_path / "a")
+    make(TrainConfig(**cfg, time_budget=0.0)).train(tmp_path / "b")
+    resumed = make(TrainConfig(**cfg))
+    resumed.train(tmp_path / "b", resume_from=tmp_path / "b")
+    a = straight.model.state_dict()
+    for k, v in resumed.model.state_dict().items():
+        torch.testing.assert_close(v, a[k], atol=0, rtol=0, msg=k)
+    with pytest.raises(InputError, match="SimCSE loss needs NLI triples"):
+        Trainer(*load_model(tiny_roformer_dir), TrainConfig(objective="simcse"), device="cpu")
+    with pytest.raises(InputError, match="masked-LM loss needs sentences"):
+        Trainer(*load_model(tiny_roformer_dir), TrainConfig(mlm_weight=1.0), [("a", "b")], device="cpu")
+
+
+def test_cli_mlm_then_simcse(nli_file, pair_file, tiny_roformer_dir, tmp_path):
+    txt = tmp_path / "s.txt"
+    txt.write_text("花呗怎么还款\n今天天气很好\n", encoding="utf-8")
+    res = CliRunner().invoke(app, ["-q", "train", "mlm", str(txt), str(pair_file), str(nli_file), "--init",
+                                   str(tiny_roformer_dir), "-o", str(tmp_path / "mlm"), "--max-steps", "2",
+                                   "--mlm-batch-size", "8"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert out["sentences"] > 10 and out["positives"] == 0 and out["steps"] == 2
+    res = CliRunner().invoke(app, ["-q", "train", "simcse", str(nli_file), "--init", out["model"],
+                                   "-o", str(tmp_path / "simcse"), "--max-steps", "2", "--mlm-weight", "0.5",
+                                   "--sentences", str(txt)])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["triples"] == 4
+    res = CliRunner().invoke(app, ["-q", "train", "simcse", str(pair_file), "--init", out["model"],
+                                   "-o", str(tmp_path / "bad")])
+    assert res.exit_code == 1 and "label" in res.output and len(res.output.strip().splitlines()) == 1

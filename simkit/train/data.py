@@ -5,6 +5,9 @@
   are counted, never silently ignored.
 * JSONL groups: one JSON list of similar sentences per line (or ``{"texts": [...]}``); every
   ordered pair inside a group is a positive.
+* NLI files ``premise \t hypothesis \t entailment|neutral|contradiction``: triples (premise,
+  an entailed hypothesis, a contradicting one) for supervised SimCSE.
+* Sentence files: one unlabelled sentence a line, for masked-LM training.
 
 >>> pairs = read_pairs("STS-B.train.data")          # doctest: +SKIP
 >>> pos = positive_pairs(pairs, threshold=4)         # [(a, b), ...]
@@ -97,3 +100,56 @@ def load_training_files(
         positives += positive_pairs(pairs, graded_threshold if graded else threshold)
         labelled += [dataclasses.replace(p, source=source) for p in pairs]
     return positives, labelled
+
+
+NLI_LABELS = ("entailment", "neutral", "contradiction")
+
+
+def read_nli_triples(path: str | Path) -> list[tuple[str, str, str]]:
+    """(premise, entailment, contradiction) triples: every premise with at least one of each;
+    its entailed and contradicting hypotheses are paired in order, the shorter list cycled."""
+    path = Path(path)
+    lines = read_pair_lines(path)
+    by_premise: dict[str, dict[str, list[str]]] = {}
+    for no, a, b, label in lines.rows:
+        label = label.strip().lower()
+        if label not in NLI_LABELS:
+            raise InputError(f"{path}:{no}: label {label!r}; expected one of {', '.join(NLI_LABELS)}")
+        if a.strip() and b.strip():
+            by_premise.setdefault(a.strip(), {}).setdefault(label, []).append(b.strip())
+    triples = []
+    for premise, hyps in by_premise.items():
+        pos, neg = hyps.get("entailment", []), hyps.get("contradiction", [])
+        for i in range(max(len(pos), len(neg)) if pos and neg else 0):
+            triples.append((premise, pos[i % len(pos)], neg[i % len(neg)]))
+    if not triples:
+        raise InputError(f"{path}: no premise with both an entailment and a contradiction")
+    return triples
+
+
+def read_sentences(path: str | Path) -> list[str]:
+    """Non-empty lines of a UTF-8 text file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path}: not UTF-8 text (byte {e.start})") from None
+    except OSError as e:
+        raise InputError(f"{path}: cannot read ({e.strerror})") from None
+    out = [line.strip() for line in text.splitlines() if line.strip()]
+    if not out:
+        raise InputError(f"{path}: no sentences (expected one a line)")
+    return out
+
+
+def sentences_of(files: Sequence[str | Path]) -> list[str]:
+    """Distinct sentences of sentence files (``.txt``: one a line) and of pair / NLI files
+    (other suffixes: both tab-separated columns, labels ignored), in first-seen order."""
+    out: dict[str, None] = {}
+    for f in files:
+        if str(f).endswith(".txt"):
+            out.update(dict.fromkeys(read_sentences(f)))
+        else:
+            for _, a, b, _label in read_pair_lines(Path(f)).rows:
+                out.update(dict.fromkeys(t for t in (a.strip(), b.strip()) if t))
+    return list(out)

@@ -1,4 +1,5 @@
-"""Losses: SimBERT (UniLM seq2seq + in-batch contrastive), CoSENT, similarity distillation.
+"""Losses: SimBERT (UniLM seq2seq + in-batch contrastive), CoSENT, masked LM, supervised
+SimCSE, similarity distillation.
 
 SimBERT: each similar pair (a, b) goes in twice, as ``[CLS] a [SEP] b [SEP]`` and
 ``[CLS] b [SEP] a [SEP]``, under the UniLM mask. The seq2seq loss is the cross-entropy of the
@@ -17,6 +18,7 @@ from ..pooling import pool
 
 CONTRASTIVE_SCALE = 30.0
 COSENT_LAMBDA = 20.0
+SIMCSE_TEMPERATURE = 0.05  # Gao et al. 2021, supervised SimCSE
 
 
 def seq2seq_loss(model: SimBertModel, hidden: torch.Tensor, input_ids: torch.Tensor,
@@ -81,3 +83,38 @@ def simbert_losses(model: SimBertModel, batch: dict) -> dict[str, torch.Tensor]:
         "seq2seq": seq2seq_loss(model, h, s2s_ids, batch["token_type_ids"], batch["attention_mask"]),
         "contrastive": contrastive_loss(model.pool_cls(h[:, 0])),
     }
+
+
+def mask_tokens(input_ids: torch.Tensor, attention_mask: torch.Tensor, special: torch.Tensor,
+                mask_token_id: int, vocab_size: int, prob: float = 0.15) -> tuple[torch.Tensor, torch.Tensor]:
+    """BERT's masking: ``prob`` of the real, non-special tokens are chosen (at least one per
+    batch); of those 80 % become [MASK], 10 % a random token, 10 % stay. Returns the corrupted
+    ids and the chosen positions (the targets)."""
+    candidates = attention_mask.bool() & ~torch.isin(input_ids, special)
+    chosen = candidates & (torch.rand(input_ids.shape, device=input_ids.device) < prob)
+    if not chosen.any() and candidates.any():  # a batch of very short sentences: still one target
+        first = candidates.flatten().nonzero()[0]
+        chosen.view(-1)[first] = True
+    roll = torch.rand(input_ids.shape, device=input_ids.device)
+    ids = input_ids.masked_fill(chosen & (roll < 0.8), mask_token_id)
+    random_ids = torch.randint(vocab_size, input_ids.shape, device=input_ids.device)
+    swap = chosen & (roll >= 0.8) & (roll < 0.9)
+    ids = torch.where(swap, random_ids, ids)
+    return ids, chosen
+
+
+def mlm_loss(model: SimBertModel, input_ids: torch.Tensor, corrupted: torch.Tensor,
+             attention_mask: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the original tokens at the chosen positions (bidirectional attention)."""
+    hidden = model(corrupted, attention_mask, output_hidden_states=False).last_hidden_state
+    return F.cross_entropy(model.lm_logits(hidden[chosen]).float(), input_ids[chosen])
+
+
+def simcse_loss(anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor,
+                temperature: float = SIMCSE_TEMPERATURE) -> torch.Tensor:
+    """Supervised SimCSE: each anchor (an NLI premise) against every positive (entailed
+    hypothesis) and every hard negative (contradiction) of the batch; its own positive wins."""
+    a = F.normalize(anchor.float(), dim=-1)
+    c = F.normalize(torch.cat([positive, negative]).float(), dim=-1)
+    logits = a @ c.T / temperature
+    return F.cross_entropy(logits, torch.arange(len(a), device=a.device))

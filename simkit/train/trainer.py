@@ -33,10 +33,18 @@ from ..models.checkpoint import ModelInfo, load_model, save_model
 from ..models.simbert import SimBertModel
 from ..tokenization import Tokenizer
 from .data import LabelledPair
-from .objectives import cosent_loss, distill_loss, sentence_vectors, simbert_losses
+from .objectives import (
+    cosent_loss,
+    distill_loss,
+    mask_tokens,
+    mlm_loss,
+    sentence_vectors,
+    simbert_losses,
+    simcse_loss,
+)
 
 log = logging.getLogger(__name__)
-Objective = Literal["simbert", "cosent"]
+Objective = Literal["simbert", "cosent", "mlm", "simcse"]
 CosentScope = Literal["file", "batch"]
 
 
@@ -63,6 +71,11 @@ class TrainConfig:
     max_seq_length: int = 64
     mask_prob: float = 0.0          # RoFormer-Sim: mask this fraction of segment-0 tokens
     distill_weight: float = 0.0     # weight of the teacher-similarity distillation loss
+    mlm_weight: float = 0.0         # other objectives: add masked LM on the sentences with this weight
+    mlm_batch_size: int = 64        # sentences per step for the masked-LM loss
+    mlm_prob: float = 0.15          # share of tokens masked (BERT's 80 / 10 / 10)
+    simcse_weight: float = 0.0      # other objectives: add supervised SimCSE on NLI triples
+    simcse_batch_size: int = 64     # triples per step for the SimCSE loss
     seed: int = 0
     bf16: bool = False
     checkpoint_every: int = 500
@@ -111,15 +124,18 @@ class Trainer:
         config: TrainConfig,
         positives: Sequence[tuple[str, str]] = (),
         labelled: Sequence[LabelledPair] = (),
+        sentences: Sequence[str] = (),
+        triples: Sequence[tuple[str, str, str]] = (),
         evaluator: Callable[[Encoder], dict] | None = None,
         teacher: Encoder | None = None,
         device: str | None = None,
     ):
-        check_choice("objective", config.objective, ("simbert", "cosent"))
+        check_choice("objective", config.objective, get_args(Objective))
         check_choice("cosent_scope", config.cosent_scope, get_args(CosentScope))
         self.model, self.tokenizer, self.info, self.config = model, tokenizer, info, config
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.positives, self.labelled = list(positives), list(labelled)
+        self.sentences, self.triples = list(sentences), list(triples)
         self.evaluator, self.teacher = evaluator, teacher
         if config.objective == "simbert":
             if not self.positives:
@@ -141,14 +157,29 @@ class Trainer:
                 raise InputError("the CoSENT loss needs at least two different labels; all labels are equal")
         if config.distill_weight > 0 and teacher is None:
             raise InputError("distill_weight > 0 needs a teacher model")
-        texts = {t for a, b in self.positives for t in (a, b)} | {t for p in self.labelled for t in (p.a, p.b)}
+        if (config.objective == "mlm" or config.mlm_weight > 0) and not self.sentences:
+            raise InputError("the masked-LM loss needs sentences; none were given")
+        if (config.objective == "mlm" or config.mlm_weight > 0) and (
+                model.lm_head is None or tokenizer.mask_token_id is None):
+            raise InputError("the masked-LM loss needs a model with an LM head and a [MASK] token")
+        if (config.objective == "simcse" or config.simcse_weight > 0) and not self.triples:
+            raise InputError("the SimCSE loss needs NLI triples (premise, entailment, contradiction); none "
+                             "were given")
+        texts = ({t for a, b in self.positives for t in (a, b)} | {t for p in self.labelled for t in (p.a, p.b)}
+                 | set(self.sentences) | {t for tri in self.triples for t in tri})
         texts = sorted(texts)
         self._ids = dict(zip(texts, tokenizer.tokenize_ids(texts), strict=True))
-        self.main = Stream(len(self.positives) if config.objective == "simbert" else len(self.labelled),
-                           config.batch_size if config.objective == "simbert" else config.cosent_batch_size,
-                           config.seed)
+        sizes = {"simbert": (len(self.positives), config.batch_size),
+                 "cosent": (len(self.labelled), config.cosent_batch_size),
+                 "mlm": (len(self.sentences), config.mlm_batch_size),
+                 "simcse": (len(self.triples), config.simcse_batch_size)}
+        self.main = Stream(*sizes[config.objective], config.seed)
         self.aux = Stream(len(self.labelled), config.cosent_batch_size, config.seed + 1) if (
-            config.objective == "simbert" and config.cosent_weight > 0) else None
+            config.objective != "cosent" and config.cosent_weight > 0) else None
+        # Further losses beside the main objective, each with its own stream over its data.
+        self.extra = {name: Stream(*sizes[name], config.seed + 2 + k)
+                      for k, name in enumerate(("mlm", "simcse"))
+                      if name != config.objective and getattr(config, f"{name}_weight") > 0}
         self.step = 0
         self.best_score: float | None = None
 
@@ -191,11 +222,30 @@ class Trainer:
                   if self.config.cosent_scope == "file" else None)
         return cosent_loss(cos, labels, groups=groups)
 
+    def _mlm(self, idx: np.ndarray) -> torch.Tensor:
+        batch = self._singles([self.sentences[i] for i in idx])
+        tok = self.tokenizer
+        special = torch.tensor([tok.cls_token_id, tok.sep_token_id, tok.pad_token_id], device=self.device)
+        corrupted, chosen = mask_tokens(batch["input_ids"], batch["attention_mask"], special, tok.mask_token_id,
+                                        self.model.config.vocab_size, self.config.mlm_prob)
+        return mlm_loss(self.model, batch["input_ids"], corrupted, batch["attention_mask"], chosen)
+
+    def _simcse(self, idx: np.ndarray) -> torch.Tensor:
+        triples = [self.triples[i] for i in idx]
+        a, p, n = ([t[k] for t in triples] for k in range(3))
+        vecs = [sentence_vectors(self.model, **_ids_mask(self._singles(texts)), pooling=self.info.pooling)
+                for texts in (a, p, n)]
+        return simcse_loss(*vecs)
+
     def _losses(self) -> tuple[dict[str, torch.Tensor], bool]:
         cfg = self.config
         idx, epoch_end = self.main.next()
         losses: dict[str, torch.Tensor] = {}
-        if cfg.objective == "simbert":
+        if cfg.objective in ("mlm", "simcse"):
+            losses[cfg.objective] = self._mlm(idx) if cfg.objective == "mlm" else self._simcse(idx)
+            if self.aux is not None:
+                losses["cosent"] = cfg.cosent_weight * self._cosent(self.aux.next()[0])
+        elif cfg.objective == "simbert":
             batch = self._simbert_batch(idx)
             losses.update(simbert_losses(self.model, batch))
             if self.aux is not None:
@@ -207,6 +257,10 @@ class Trainer:
                 losses["distill"] = cfg.distill_weight * distill_loss(student, teacher)
         else:
             losses["cosent"] = self._cosent(idx)
+        if "mlm" in self.extra:
+            losses["mlm"] = cfg.mlm_weight * self._mlm(self.extra["mlm"].next()[0])
+        if "simcse" in self.extra:
+            losses["simcse"] = cfg.simcse_weight * self._simcse(self.extra["simcse"].next()[0])
         return losses, epoch_end
 
     # -- optimisation -----------------------------------------------------------------
@@ -337,6 +391,7 @@ class Trainer:
             "rng": torch.get_rng_state(),
             "main": self.main.state_dict(),
             "aux": self.aux.state_dict() if self.aux else None,
+            "extra": {name: stream.state_dict() for name, stream in self.extra.items()},
             "model_config": self.model.config.to_dict(),
         }
         tmp = path / ".trainer_state.pt.tmp"
@@ -377,6 +432,9 @@ class Trainer:
             self.main.load_state_dict(state["main"])
             if self.aux is not None and state["aux"] is not None:
                 self.aux.load_state_dict(state["aux"])
+            for name, stream_state in (state.get("extra") or {}).items():
+                if name in self.extra:
+                    self.extra[name].load_state_dict(stream_state)
         except (KeyError, ValueError, TypeError, RuntimeError, AttributeError, IndexError) as e:
             raise TrainingError(f"{state_file}: trainer state does not fit this run ({type(e).__name__}: {e})") from None
         self.step, self.best_score = state["step"], state["best_score"]
