@@ -28,7 +28,8 @@ project's stack; a fair run needs its own environment.
     python bench/serve.py --data-dir ../shared/data/chinese-pairs --n 5000 --seconds 10 --repeats 2
 
 One run of the first line (``--n 20000 --seconds 10 --repeats 2``), 2026-11-27, Intel Xeon,
-2 logical CPUs, quiet machine, each server 2 torch threads, max batch 64, window 2 ms;
+2 logical CPUs, quiet machine, the stage-9 default weights (before stage 10), each server 2
+torch threads, max batch 64, window 2 ms;
 medians of 2 runs:
 
 | clients | server | req/s | p50 / p99 ms | vs best peer |
