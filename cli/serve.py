@@ -9,7 +9,7 @@ import typer
 
 from simkit.errors import InputError
 
-from .common import handle_errors, log
+from .common import choice, handle_errors, log
 
 HELP = """Serve indexes over HTTP: JSON search / encode / similarity / paraphrase and a search
 page at /, with dynamic batching of concurrent requests and hot reload of replaced indexes.
@@ -38,6 +38,11 @@ def serve(
     window_ms: float = typer.Option(2.0, "--batch-window-ms", min=0.0,
                                     help="How long a request waits for others to batch with, while the model is idle."),
     threads: int | None = typer.Option(None, "--threads", min=1, help="torch threads of the model (default: the CPUs allowed)."),
+    backend: str | None = typer.Option(None, "--backend", help="Runtime of the model: torch or onnx (ONNX Runtime, "
+                                       "simkit[onnx]). [default: as the index's pipeline]",
+                                       parser=choice("torch", "onnx")),
+    dtype: str | None = typer.Option(None, "--dtype", help="Compute dtype: fp32, bf16 (torch) or int8 (onnx). "
+                                     "[default: fp32]", parser=choice("fp32", "bf16", "int8")),
     timeout: float = typer.Option(30.0, "--timeout", min=0.1, help="Seconds a request may take, queueing included."),
     max_texts: int = typer.Option(64, "--max-texts", min=1, help="Most texts (queries, pairs, vectors) per request."),
     max_chars: int = typer.Option(2000, "--max-chars", min=1, help="Most characters per text."),
@@ -57,7 +62,8 @@ def serve(
             raise InputError(f"{p}: not an index directory")
     if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
         log.warning("simkit serve: binding %s without --api-key; anyone who can reach it can query", host)
-    registry = Registry(dict(zip(names, indexes)), max_batch=max_batch, window_ms=window_ms, threads=threads)
+    registry = Registry(dict(zip(names, indexes)), max_batch=max_batch, window_ms=window_ms, threads=threads,
+                        backend=backend, dtype=dtype)
     for n, s in registry.indexes.items():
         log.info("index %r: %d documents, version %s", n, len(s.current.index), s.current.version)
     limits = Limits(max_texts=max_texts, max_chars=max_chars, max_body_bytes=max_body, timeout_s=timeout)

@@ -248,6 +248,17 @@ def test_model_is_loaded_and_warmed_on_the_model_thread(server, monkeypatch):
         asyncio.run(registry.aclose())
 
 
+def test_backend_option_runs_the_model_in_onnx_runtime(server, texts, monkeypatch, tmp_path):
+    pytest.importorskip("onnxruntime")
+    monkeypatch.setenv("SIMKIT_CACHE", str(tmp_path / "cache"))
+    registry = Registry({"faq": server.root / "faq"}, backend="onnx", dtype="fp32")
+    with Server(create_app(registry, LIMITS)) as srv:
+        assert registry.indexes["faq"].current.shared.encoder.backend == "onnx"
+        got = post(srv, "/search", {"queries": texts[:3], "top_k": 3}).json()["results"]
+        want = post(server, "/search", {"index": "faq", "queries": texts[:3], "top_k": 3}).json()["results"]
+        same_hits(got, want)
+
+
 def test_index_replaced_under_the_server_is_picked_up(server, pipe, texts, caplog):
     live = server.root / "live"
     old = httpx.get(server.url + "/health", timeout=20).json()["indexes"]["live"]["version"]

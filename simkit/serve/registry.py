@@ -71,8 +71,11 @@ class Registry:
     """Named indexes, the encoders they share, and their hot reload."""
 
     def __init__(self, paths: dict[str, str | os.PathLike], *, max_batch: int = 64,
-                 window_ms: float = 2.0, threads: int | None = None, warmup: bool = True):
+                 window_ms: float = 2.0, threads: int | None = None, warmup: bool = True,
+                 backend: str | None = None, dtype: str | None = None):
         self.max_batch, self.window_ms, self.threads, self.warmup = max_batch, window_ms, threads, warmup
+        # Runtime of the model (None: as each index's pipeline loads); the weights are the same.
+        self.backend, self.dtype = backend, dtype
         self.model_thread = OneThread("simkit-model")
         self._shared: dict[tuple, _Shared] = {}
         self._lock = threading.Lock()
@@ -95,8 +98,12 @@ class Registry:
         return Loaded(index, pipeline, shared.batcher, shared, token)
 
     def _shared_for(self, pipeline) -> _Shared:
+        if self.backend is not None:
+            pipeline.backend = self.backend
+        if self.dtype is not None:
+            pipeline.dtype = self.dtype
         key = (str(pipeline.model), pipeline.fingerprint, pipeline.pooling, pipeline.max_seq_length,
-               pipeline.dtype)
+               pipeline.dtype, pipeline.backend)
         with self._lock:
             shared = self._shared.get(key)
         if shared is not None:
