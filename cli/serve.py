@@ -39,7 +39,7 @@ def serve(
                                     help="How long a request waits for others to batch with, while the model is idle."),
     threads: int | None = typer.Option(None, "--threads", min=1, help="torch threads of the model (default: the CPUs allowed)."),
     backend: str | None = typer.Option(None, "--backend", help="Runtime of the model: torch or onnx (ONNX Runtime, "
-                                       "simkit[onnx]). [default: as the index's pipeline]",
+                                       "simkit[onnx]). [default: torch]",
                                        parser=choice("torch", "onnx")),
     dtype: str | None = typer.Option(None, "--dtype", help="Compute dtype: fp32, bf16 (torch) or int8 (onnx). "
                                      "[default: fp32]", parser=choice("fp32", "bf16", "int8")),
