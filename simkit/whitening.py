@@ -94,13 +94,16 @@ def check_magnitude(X: np.ndarray, name: str = "X", offset: int = 0) -> None:
     overflows, and the fit silently degrades (a 1e38 entry made every output zero).
     """
     with np.errstate(over="ignore", invalid="ignore"):
-        sq = np.einsum("ij,ij->i", X, X, dtype=np.float64)
+        # float32 rows: a norm that overflows is inf in float32 and a NaN stays NaN, so the
+        # float32 sum flags the same rows as a float64 one, at a fifth of the cost.
+        sq = np.einsum("ij,ij->i", X, X, dtype=np.float32 if X.dtype == np.float32 else np.float64)
     bad = ~(sq <= F32_MAX)
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
         if not np.isfinite(X[row]).all():
             raise InputError(f"{name} row {offset + row} contains NaN or inf ({int(bad.sum())} bad rows)")
-        raise InputError(f"{name} row {offset + row} is too large: its squared norm {sq[row]:.3g} overflows "
+        raise InputError(f"{name} row {offset + row} is too large: its squared norm "
+                         f"{float(np.dot(X[row].astype(np.float64), X[row])):.3g} overflows "
                          "float32 (above 3.4e38); scale the vectors down")
 
 
@@ -128,7 +131,7 @@ class Whitening(TransformerMixin, BaseEstimator):
     def fit(self, X, y=None):
         """Fit on all of ``X`` at once (read block by block: a memmap is never copied whole)."""
         self._reset()
-        X = check_matrix(X)
+        X = check_matrix(X, finite=False)  # _accumulate's check_magnitude names bad rows
         if X.shape[0] < 2:
             raise InputError(f"whitening needs at least 2 samples; got {X.shape[0]} sample"
                              + ("s" if X.shape[0] != 1 else ""))
@@ -143,7 +146,8 @@ class Whitening(TransformerMixin, BaseEstimator):
             raise InputError("this Whitening was loaded from disk without its moments; "
                              "refit it with fit / partial_fit on the data")
         first = "_m2" not in self.__dict__
-        X = check_matrix(X, dim=None if first else self.n_features_in_, owner="Whitening")
+        X = check_matrix(X, dim=None if first else self.n_features_in_, owner="Whitening",
+                         finite=False)
         if first:
             self._start(X.shape[1])
         self._accumulate(X)
