@@ -11,8 +11,7 @@ Peers: sentence-transformers fp32 and bf16; a plain ONNX Runtime session on the 
 exports, written as a user would (tokenizer padding per batch of 32 in input order, mean
 pooling in numpy), fp32 and int8; sentence-transformers' own ONNX backend only if
 ``sentence-transformers[onnx]`` imports beside the pinned torch / transformers (it does not
-here: it pulls optimum-onnx, which downgrades transformers to 4.57). Measured alternative:
-torch's ``quantize_dynamic`` int8 inside simkit's batching (not offered as a backend).
+here: it pulls optimum-onnx, which downgrades transformers to 4.57).
 
 Agreement: minimum cosine to a direct fp32 ``transformers`` computation (padding-masked mean).
 Also printed: CPU model, threads, the fp32 matmul peak measured here (torch, 2048^3), and the
@@ -53,7 +52,6 @@ eager quantize_dynamic API (it warns to migrate to torchao).
 from __future__ import annotations
 
 import argparse
-import copy
 import importlib.util
 import statistics
 import subprocess
@@ -158,16 +156,6 @@ def plain_ort(path: Path, onnx_file: Path, threads: int, max_len: int):
     return encode
 
 
-def torch_int8(path: Path, max_len: int):
-    """torch.ao quantize_dynamic (per-tensor qint8 Linear, fbgemm) inside simkit's batching."""
-    from simkit.encoder import Encoder
-
-    enc = Encoder(path, pooling="mean", max_seq_length=max_len, max_tokens_per_batch=32 * 32)
-    enc.model = torch.ao.quantization.quantize_dynamic(copy.deepcopy(enc.model), {torch.nn.Linear},
-                                                       dtype=torch.qint8)
-    return enc
-
-
 def st_onnx_note() -> str:
     if importlib.util.find_spec("optimum") is None:
         return ("not run: sentence-transformers[onnx] needs optimum-onnx, which downgrades "
@@ -224,12 +212,12 @@ def run_model(kind: str, texts: list[str], args, peak: float) -> None:
         export = Path(d) / "onnx"
         Encoder(path, pooling="mean", max_seq_length=ml).export_onnx(export)
         runners = {}
-        for backend, dtype in (("torch", "fp32"), ("torch", "bf16"), ("onnx", "fp32"), ("onnx", "int8")):
+        for backend, dtype in (("torch", "fp32"), ("torch", "bf16"), ("torch", "int8"), ("onnx", "fp32"),
+                               ("onnx", "int8")):
             runners[f"simkit {backend} {dtype}"] = Encoder(
                 path, pooling="mean", max_seq_length=ml, backend=backend, dtype=dtype,
                 onnx_dir=export if backend == "onnx" else None, num_threads=args.threads,
                 max_tokens_per_batch=32 * 32)
-        runners["simkit torch int8 (quantize_dynamic, not offered)"] = torch_int8(path, ml)
         peers = []
         try:
             from sentence_transformers import SentenceTransformer

@@ -62,7 +62,7 @@ def encode(
     max_seq_length: int | None = typer.Option(None, "--max-seq-length", min=3, help="Token limit; longer "
                                               "texts are truncated and counted. [default: the model's]"),
     dtype: str = typer.Option("fp32", "--dtype", help="Compute dtype: fp32, bf16 (torch; faster on CPUs "
-                              "with AVX-512 bf16 / AMX) or int8 (--backend onnx).",
+                              "with AVX-512 bf16 / AMX) or int8 (dynamic int8, CPU).",
                               parser=choice("fp32", "bf16", "int8")),
     backend: str = typer.Option("torch", "--backend", help="Runtime: torch, or onnx (ONNX Runtime; "
                                 "--dtype fp32 or int8; needs simkit[onnx]).", parser=choice("torch", "onnx")),

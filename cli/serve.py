@@ -41,7 +41,7 @@ def serve(
     backend: str | None = typer.Option(None, "--backend", help="Runtime of the model: torch or onnx (ONNX Runtime, "
                                        "simkit[onnx]). [default: torch]",
                                        parser=choice("torch", "onnx")),
-    dtype: str | None = typer.Option(None, "--dtype", help="Compute dtype: fp32, bf16 (torch) or int8 (onnx). "
+    dtype: str | None = typer.Option(None, "--dtype", help="Compute dtype: fp32, bf16 (torch) or int8 (CPU). "
                                      "[default: fp32]", parser=choice("fp32", "bf16", "int8")),
     timeout: float = typer.Option(30.0, "--timeout", min=0.1, help="Seconds a request may take, queueing included."),
     max_texts: int = typer.Option(64, "--max-texts", min=1, help="Most texts (queries, pairs, vectors) per request."),

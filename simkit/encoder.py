@@ -10,6 +10,8 @@ batch it was computed in. With ``max_tokens_per_batch`` (e.g. ``batch_size`` x 3
 are sized by tokens instead: short texts go in larger batches, long ones in smaller.
 
 ``dtype='bf16'`` runs the model in bfloat16 (2.5-3.5x faster on CPUs with AMX);
+``dtype='int8'`` runs the backbone's linear layers in dynamic int8 (torch's
+``quantize_dynamic``: int8 weights, activations quantised per batch; the pooler stays fp32);
 ``backend='onnx'`` runs the backbone in ONNX Runtime (``dtype`` fp32 or int8: dynamic int8
 with per-channel weights), exported once and cached (see :mod:`simkit.onnx_backend`).
 Pooling is always done in float32, in torch.
@@ -40,9 +42,10 @@ logger = logging.getLogger(__name__)
 DType = Literal["fp32", "bf16", "int8"]
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}  # torch compute dtypes
 Backend = Literal["torch", "onnx"]
-# The dtypes each backend runs. int8 is ONNX Runtime's dynamic quantisation (U8S8, VNNI);
-# ONNX Runtime's CPU kernels have no bfloat16 matmul.
-BACKENDS = {"torch": ("fp32", "bf16"), "onnx": ("fp32", "int8")}
+# The dtypes each backend runs; int8 is dynamic quantisation on both (torch: fbgemm / oneDNN
+# on the CPU; ONNX Runtime: U8S8, the VNNI kernels). ONNX Runtime's CPU kernels have no
+# bfloat16 matmul.
+BACKENDS = {"torch": ("fp32", "bf16", "int8"), "onnx": ("fp32", "int8")}
 
 
 def default_model_path() -> str:
@@ -107,8 +110,7 @@ class Encoder:
         check_choice("backend", backend, tuple(BACKENDS))
         check_choice("dtype", dtype, ("fp32", "bf16", "int8"))
         if dtype not in BACKENDS[backend]:
-            why = ("int8 runs on backend='onnx' (ONNX Runtime dynamic int8)" if dtype == "int8"
-                   else "ONNX Runtime's CPU kernels have no bfloat16; bf16 runs on backend='torch'")
+            why = "ONNX Runtime's CPU kernels have no bfloat16; bf16 runs on backend='torch'"
             raise InputError(f"dtype={dtype!r} is not available with backend={backend!r}: {why}")
         self.max_tokens_per_batch = _check_budget(max_tokens_per_batch)
         self.pooling = pooling or info.pooling
@@ -125,8 +127,10 @@ class Encoder:
             )
         if num_threads is not None:
             configure_threads(num_threads)
-        if backend == "onnx":
-            device = "cpu"  # the CPU execution provider; the torch model keeps only the pooler's work
+        if backend == "onnx" or dtype == "int8":
+            if device not in (None, "cpu"):
+                raise InputError(f"dtype='int8' and backend='onnx' run on the CPU; got device={device!r}")
+            device = "cpu"  # int8 kernels are CPU ones; with ONNX the torch model only pools
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.dtype = dtype
         self.backend = backend
@@ -137,8 +141,11 @@ class Encoder:
         self.info = info
         self.last_encode_info_: dict = {}
         self.session_ = None
+        self.int8_backbone_ = None
         if backend == "onnx":
             self.session_ = self._onnx_session(onnx_dir, num_threads)
+        elif dtype == "int8":
+            self.int8_backbone_ = _quantize_dynamic(self.model.backbone)
 
     # -- properties -----------------------------------------------------------------
     def get_sentence_embedding_dimension(self) -> int:
@@ -256,6 +263,10 @@ class Encoder:
 
         ONNX: pool() reads [1] (transformer layer 1) and [-1], the two outputs of the graph;
         layer 1 is fetched only when ``first`` (first-last-avg) asks for it."""
+        if self.int8_backbone_ is not None:
+            return self.int8_backbone_(input_ids=input_ids, attention_mask=mask,
+                                       token_type_ids=torch.zeros_like(input_ids),
+                                       output_hidden_states=True).hidden_states
         if self.session_ is None:
             return self.model(input_ids, mask).hidden_states
         out = self.session_.run(["first", "last"] if first else ["last"],
@@ -306,7 +317,21 @@ class Encoder:
         try:
             save_model(model, self.tokenizer, info, path, overwrite=overwrite, dtype=dtype)
         finally:
-            self.model.to(DTYPES[self.dtype])
+            self.model.to(DTYPES.get(self.dtype, torch.float32))
+
+
+def _quantize_dynamic(backbone: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``backbone`` whose ``nn.Linear`` layers run in dynamic int8 (qint8 weights,
+    per-batch activation scales); ``self.model`` keeps the fp32 weights, so save, export and
+    the fingerprint see the original."""
+    import copy
+
+    with warnings.catch_warnings():
+        # torch 2.13 marks the eager quantisation API deprecated in favour of torchao; simkit
+        # pins torch, and the accuracy gate in the tests checks what this returns.
+        warnings.filterwarnings("ignore", message=r"(?is).*(deprecat|torchao)")
+        return torch.ao.quantization.quantize_dynamic(
+            copy.deepcopy(backbone), {torch.nn.Linear}, dtype=torch.qint8)
 
 
 def _check_budget(max_tokens: int | None) -> int | None:

@@ -143,3 +143,23 @@ def test_jieba_word_level_tokenization():
     c = char.hf.convert_ids_to_tokens(char.tokenize_ids(["今天天气不错"])[0])
     assert w == ["今", "天", "天", "气", "不错"]
     assert c == ["今", "天", "天", "气", "不", "错"]
+
+
+def test_torch_int8_gate_on_the_trained_model(tmp_path):
+    """dtype='int8' on torch: cosine >= 0.99 to fp32 for every pooling on the bundled trained
+    model (random weights say nothing about int8), with the fp32 weights kept for saving."""
+    sentences = ["花呗怎么还款", "借呗可以提前还款吗", "我的花呗额度为什么降低了", "好",
+                 "请问怎样才能把信用卡的账单分期，分期以后每个月还多少钱，手续费怎么算",
+                 "两只狗在草地上奔跑", "国家统计局今天发布数据显示，十月份全国居民消费价格同比上涨"]
+    reference = Encoder().encode_poolings(sentences, POOLINGS, normalize_embeddings=True)
+    enc = Encoder(dtype="int8")
+    got = enc.encode_poolings(sentences, POOLINGS, normalize_embeddings=True)
+    for p in POOLINGS:
+        cos = (got[p] * reference[p]).sum(1)
+        assert 0.99 <= cos.min() and cos.max() < 1 - 1e-7, (p, cos)  # int8 ran, and is close
+    # The fp32 weights stay the model's: same fingerprint, and a save is the fp32 model.
+    assert enc.fingerprint == Encoder().fingerprint
+    assert enc.model.backbone.encoder.layer[0].attention.self.query.weight.dtype.is_floating_point
+    enc.save(tmp_path / "m")
+    again = Encoder(tmp_path / "m").encode(sentences, normalize_embeddings=True)
+    np.testing.assert_allclose(again, reference["pooler"], atol=1e-5)

@@ -116,8 +116,8 @@ def test_cache_export_and_threads(tmp_path, monkeypatch, tiny_model_dir, texts):
 
 
 def test_backend_dtype_combinations(tiny_bert_dir):
-    with pytest.raises(InputError, match="dtype='int8'.*backend='torch'"):
-        Encoder(tiny_bert_dir, dtype="int8")
+    with pytest.raises(InputError, match="int8.*CPU.*device='cuda'"):
+        Encoder(tiny_bert_dir, dtype="int8", device="cuda")
     with pytest.raises(InputError, match="no bfloat16"):
         Encoder(tiny_bert_dir, backend="onnx", dtype="bf16")
     with pytest.raises(InputError, match="backend"):
@@ -243,7 +243,8 @@ def test_sts_spearman_within_half_a_point(default_export):
 
     encoders = {"torch fp32": Encoder(), "torch bf16": Encoder(dtype="bf16"),
                 "onnx fp32": Encoder(backend="onnx", onnx_dir=default_export),
-                "onnx int8": Encoder(backend="onnx", dtype="int8", onnx_dir=default_export)}
+                "onnx int8": Encoder(backend="onnx", dtype="int8", onnx_dir=default_export),
+                "torch int8": Encoder(dtype="int8")}
     for task in TASKS:
         ds = load_senteval(STS_DIR, task, "valid").head(500)
         scores = {}

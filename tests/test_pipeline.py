@@ -117,3 +117,18 @@ def test_eval_sts_defaults_to_bundled_model():
     from simkit_cli.eval import sts
 
     assert inspect.signature(sts).parameters["model"].default.default is None
+
+
+def test_torch_int8_pipeline_round_trip(tmp_path, tiny_bert_dir, texts):
+    """dtype='int8' on torch is recorded; like bf16 it is a runtime choice over the same
+    weights (same fingerprint), so load(dtype='int8') runs it again and a plain load is fp32."""
+    p = Pipeline(tiny_bert_dir, dtype="int8")
+    X = p.encode(texts)
+    p.save(tmp_path / "p")
+    cfg = json.loads(next((tmp_path / "p").glob("v*/config.json")).read_text())
+    assert (cfg["backend"], cfg["dtype"]) == ("torch", "int8")
+    back = Pipeline.load(tmp_path / "p", dtype="int8")
+    assert back.encoder.int8_backbone_ is not None and back.fingerprint == p.fingerprint
+    np.testing.assert_array_equal(back.encode(texts), X)
+    fp32 = Pipeline.load(tmp_path / "p")
+    assert fp32.dtype == "fp32" and not np.array_equal(fp32.encode(texts), X)  # int8 did run
