@@ -21,16 +21,20 @@ fraction of it the simkit fp32 paths reach in useful FLOPs (no padding counted).
     python bench/encode.py --sentences ../shared/data/chinese-pairs/sentences --n 10000 --repeats 3
 
 Measured 2026-11-27 with ``--sentences ../shared/data/chinese-pairs/sentences --n 10000
---repeats 2`` (Intel Xeon, AVX-512 VNNI + bf16, no AMX; 2 threads; load 1.5 at the start, 3.3
+--repeats 2`` (Intel Xeon, AVX-512 VNNI + bf16, no AMX; 2 threads; load 1.0 at the start, 3.4
 at the end, the bench's own threads; the bundled model is the stage-10 one), ratio to the
 fastest peer (sentence-transformers fp32 in both), every cosine to fp32 >= 0.9998:
 
-* MiniLM shape: simkit onnx int8 1.99x (1161 sent/s), torch quantize_dynamic 2.00x, torch
-  fp32 1.20x (63% of the measured 238 GFLOP/s matmul peak), onnx fp32 0.97x, torch bf16 0.77x;
-  plain onnxruntime fp32 / int8 0.51x / 0.95x.
-* bundled (8 x 192): torch quantize_dynamic 1.68x (1852 sent/s), torch fp32 1.14x (51% of
-  248 GFLOP/s), onnx fp32 1.13x, onnx int8 1.13x (int8 gains nothing at hidden 192), torch
-  bf16 0.87x; plain onnxruntime fp32 / int8 0.53x / 0.66x.
+* MiniLM shape: simkit torch int8 2.26x (1511 sent/s), onnx int8 1.71x, torch fp32 1.12x
+  (67% of the measured 328 GFLOP/s matmul peak), onnx fp32 1.10x, torch bf16 0.68x; plain
+  onnxruntime fp32 / int8 0.50x / 0.90x.
+* bundled (8 x 192): simkit torch int8 1.60x (1938 sent/s), onnx int8 1.33x, torch fp32
+  1.23x (45% of 330 GFLOP/s), onnx fp32 1.02x, torch bf16 0.87x; plain onnxruntime fp32 /
+  int8 0.52x / 0.67x.
+
+The run before it (same command, load 1.5 -> 3.3, torch int8 then run outside the Encoder by
+torch's ``quantize_dynamic`` in this script): MiniLM onnx int8 1.99x, torch int8 2.00x, torch
+fp32 1.20x; bundled torch int8 1.68x, onnx int8 1.13x, torch fp32 1.14x.
 
 Earlier runs, 2 cores shared with four other jobs, ``--n 2000 --repeats 3``, ratio to the fastest peer at cosine >= 0.99, cosine to fp32
 >= 0.9997 everywhere:
@@ -44,9 +48,9 @@ Earlier runs, 2 cores shared with four other jobs, ``--n 2000 --repeats 3``, rat
   torch fp32 1.00x. Under load two torch threads collapse (MiniLM torch fp32 697 -> 217 sent/s
   between two runs) while ONNX Runtime holds up.
 
-The 2.5x goal was not reached. torch's quantize_dynamic measured level with or ahead of ONNX
-Runtime int8 but is not offered: backend='torch' refuses int8, and torch 2.13 deprecates the
-eager quantize_dynamic API (it warns to migrate to torchao).
+The 2.5x goal was not reached. ``Encoder(dtype='int8')`` (torch's dynamic int8) is the
+fastest path on both shapes; torch 2.13 marks that eager API deprecated in favour of torchao,
+and simkit pins torch.
 """
 
 from __future__ import annotations

@@ -199,6 +199,8 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, default=2, help="torch threads of each server.")
     ap.add_argument("--max-batch", type=int, default=64)
     ap.add_argument("--window-ms", type=float, default=2.0)
+    ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "int8"],
+                    help="simkit serve's compute dtype (the peers stay fp32); the raw encoder uses it too.")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--peer", type=Path, help=argparse.SUPPRESS)  # internal: run the peer server
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -225,7 +227,9 @@ def main(argv=None) -> None:
     np.save(tmp / "vectors.npy", np.ascontiguousarray(Xn, dtype=np.float32))
     (tmp / "texts.json").write_text(json.dumps(corpus, ensure_ascii=False), encoding="utf-8")
 
-    # The ceiling: the encoder alone on full batches, in this process.
+    # The ceiling: the encoder alone on full batches, in this process, in serve's dtype.
+    if args.dtype != "fp32":
+        pipe = Pipeline(num_threads=args.threads, dtype=args.dtype)
     batch = queries[: args.max_batch]
     pipe.encode(batch)
     raw = []
@@ -242,7 +246,8 @@ def main(argv=None) -> None:
     cmds = {
         "simkit serve": [sys.executable, "-m", "simkit_cli.app", "-q", "serve", str(tmp / "idx"), "--port",
                          str(ports["simkit serve"]), "--threads", str(args.threads), "--max-batch",
-                         str(args.max_batch), "--batch-window-ms", str(args.window_ms), "--max-texts", "64"],
+                         str(args.max_batch), "--batch-window-ms", str(args.window_ms), "--max-texts", "64",
+                         "--dtype", args.dtype],
         **{name: [sys.executable, str(HERE), "--peer", str(tmp), "--port", str(ports[name]),
                   "--threads", str(args.threads), "--peer-mode", mode] for name, mode in PEERS.items()},
     }
@@ -280,7 +285,8 @@ def main(argv=None) -> None:
 
     print(f"\nCPU: {cpu_model()}, {os.cpu_count()} logical CPUs; each server {args.threads} torch threads; "
           f"index: {len(corpus)} questions, flat, dim {X.shape[1]}; {args.seconds:g} s per cell, "
-          f"median of {args.repeats} alternating runs; max batch {args.max_batch}, window {args.window_ms:g} ms")
+          f"median of {args.repeats} alternating runs; max batch {args.max_batch}, window {args.window_ms:g} ms; "
+          f"simkit serve dtype {args.dtype}, peers fp32")
     print(f"raw encoder (Pipeline.encode, batches of {args.max_batch}, no server): {raw_rate:.1f} sentences/s")
     print(f"top-1 agreement simkit serve vs peer: {agree}/50 queries")
     print(f"simkit serve batches: {stats}\n")

@@ -110,7 +110,7 @@ def test_bad_arguments(tiny_bert_dir):
     with pytest.raises(InputError, match="unknown pooling 'max'.*cls, pooler, last-avg"):
         Encoder(tiny_bert_dir, pooling="max")
     with pytest.raises(InputError, match="dtype"):
-        Encoder(tiny_bert_dir, dtype="int8")
+        Encoder(tiny_bert_dir, dtype="int4")
     with pytest.raises(InputError, match="max_seq_length=1000"):
         Encoder(tiny_bert_dir, max_seq_length=1000)
     enc = Encoder(tiny_bert_dir)
