@@ -37,6 +37,9 @@ def serve(
     max_batch: int = typer.Option(64, "--max-batch", min=1, help="Most texts encoded in one forward pass."),
     window_ms: float = typer.Option(2.0, "--batch-window-ms", min=0.0,
                                     help="How long a request waits for others to batch with, while the model is idle."),
+    max_tokens: int = typer.Option(512, "--max-tokens-per-batch", min=0,
+                                   help="Most padded tokens per forward pass within a batch, shortest texts "
+                                   "first (0: the whole batch in one pass)."),
     threads: int | None = typer.Option(None, "--threads", min=1, help="torch threads of the model (default: the CPUs allowed)."),
     backend: str | None = typer.Option(None, "--backend", help="Runtime of the model: torch or onnx (ONNX Runtime, "
                                        "simkit[onnx]). [default: torch]",
@@ -63,7 +66,7 @@ def serve(
     if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
         log.warning("simkit serve: binding %s without --api-key; anyone who can reach it can query", host)
     registry = Registry(dict(zip(names, indexes)), max_batch=max_batch, window_ms=window_ms, threads=threads,
-                        backend=backend, dtype=dtype)
+                        backend=backend, dtype=dtype, max_tokens_per_batch=max_tokens)
     for n, s in registry.indexes.items():
         log.info("index %r: %d documents, version %s", n, len(s.current.index), s.current.version)
     limits = Limits(max_texts=max_texts, max_chars=max_chars, max_body_bytes=max_body, timeout_s=timeout)

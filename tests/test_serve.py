@@ -248,6 +248,49 @@ def test_model_is_loaded_and_warmed_on_the_model_thread(server, monkeypatch):
         asyncio.run(registry.aclose())
 
 
+def test_a_batch_runs_in_forward_passes_within_the_token_budget(server, texts, monkeypatch):
+    """Concurrent requests share one encode call, cut by length into passes of at most
+    max_tokens_per_batch padded tokens; 0 runs the batch as one padded pass. Same vectors."""
+    import simkit.encoder
+
+    shapes = []
+    real = simkit.encoder.Encoder._hidden_states
+
+    def spy(self, input_ids, mask, first=True):
+        shapes.append(tuple(input_ids.shape))
+        return real(self, input_ids, mask, first)
+
+    monkeypatch.setattr(simkit.encoder.Encoder, "_hidden_states", spy)
+    queries = [texts[i] * (1 + i % 2) for i in range(8)]  # lengths differ within the batch
+
+    def run(budget: int):
+        registry = Registry({"faq": server.root / "faq"}, window_ms=200, warmup=False,
+                            max_tokens_per_batch=budget)
+        batcher = registry.indexes["faq"].current.batcher
+
+        async def main():
+            try:
+                return await asyncio.wait_for(asyncio.gather(*(batcher.submit([q]) for q in queries)), 60)
+            finally:
+                await batcher.aclose()
+
+        shapes.clear()
+        try:
+            rows = np.concatenate(asyncio.run(main()))
+        finally:
+            registry.model_thread.close()
+        assert batcher.batches == 1  # one call on the model thread for the eight requests
+        return rows, list(shapes)
+
+    whole, one_pass = run(0)
+    assert one_pass == [(8, max(s for _, s in one_pass))]
+    budget = one_pass[0][1] * 3  # room for three of the longest, more of the short ones
+    cut, passes = run(budget)
+    assert len(passes) > 1 and sum(n for n, _ in passes) == 8
+    assert all(n * width <= budget for n, width in passes)
+    np.testing.assert_allclose(cut, whole, atol=1e-5)
+
+
 def test_backend_option_runs_the_model_in_onnx_runtime(server, texts, monkeypatch, tmp_path):
     pytest.importorskip("onnxruntime")
     monkeypatch.setenv("SIMKIT_CACHE", str(tmp_path / "cache"))

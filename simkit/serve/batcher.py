@@ -82,18 +82,21 @@ class MicroBatcher:
 
     ``max_batch`` bounds the texts of one call (a single larger request runs alone, unsplit);
     ``window_ms`` is how long the first waiting request waits for company while the model is
-    idle. Each request's :class:`Step` maps its rows from the model's space onward (its
+    idle. Inside the call the texts are sorted by length and cut into forward passes of at
+    most ``max_tokens_per_batch`` padded tokens (0: ``batch_size`` texts each): the queries of
+    unrelated requests differ in length, and one long query would otherwise pad all the rest. Each request's :class:`Step` maps its rows from the model's space onward (its
     pipeline's transform chain, a search), so indexes that share a model but not a transform
     chain share batches.
     """
 
     def __init__(self, encoder, model_thread: OneThread, max_batch: int = 64,
-                 window_ms: float = 2.0, batch_size: int = 64):
+                 window_ms: float = 2.0, batch_size: int = 64, max_tokens_per_batch: int = 512):
         self.encoder = encoder
         self.model_thread = model_thread
         self.max_batch = max(1, int(max_batch))
         self.window = max(0.0, float(window_ms)) / 1000.0
         self.batch_size = batch_size
+        self.max_tokens_per_batch = max_tokens_per_batch
         self._pending: collections.deque[_Job] = collections.deque()
         self._n_pending = 0
         self._wake: asyncio.Event | None = None
@@ -181,7 +184,8 @@ class MicroBatcher:
         self.texts += len(texts)
         self.max_seen = max(self.max_seen, len(texts))
         try:
-            X = self.encoder.encode(texts, batch_size=self.batch_size, show_progress_bar=False)
+            X = self.encoder.encode(texts, batch_size=self.batch_size, show_progress_bar=False,
+                                    max_tokens_per_batch=self.max_tokens_per_batch)
         except Exception as e:
             if len(jobs) == 1:
                 return [e]

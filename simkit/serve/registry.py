@@ -72,8 +72,9 @@ class Registry:
 
     def __init__(self, paths: dict[str, str | os.PathLike], *, max_batch: int = 64,
                  window_ms: float = 2.0, threads: int | None = None, warmup: bool = True,
-                 backend: str | None = None, dtype: str | None = None):
+                 backend: str | None = None, dtype: str | None = None, max_tokens_per_batch: int = 512):
         self.max_batch, self.window_ms, self.threads, self.warmup = max_batch, window_ms, threads, warmup
+        self.max_tokens_per_batch = max_tokens_per_batch
         # Runtime of the model (None: as each index's pipeline loads); the weights are the same.
         self.backend, self.dtype = backend, dtype
         self.model_thread = OneThread("simkit-model")
@@ -112,7 +113,7 @@ class Registry:
             pipeline.num_threads = self.threads
         encoder = self.model_thread.call(self._load_encoder, pipeline)
         batcher = MicroBatcher(encoder, self.model_thread, self.max_batch, self.window_ms,
-                               batch_size=max(32, self.max_batch))
+                               batch_size=max(32, self.max_batch), max_tokens_per_batch=self.max_tokens_per_batch)
         with self._lock:
             return self._shared.setdefault(key, _Shared(encoder, batcher))
 
