@@ -54,6 +54,29 @@ def test_flat_is_exact(data, metric):
         assert all(a["score"] >= b["score"] for a, b in itertools.pairwise(row))
 
 
+@pytest.mark.parametrize("metric", ["cosine", "l2"])
+def test_small_batches_across_the_blas_switch_are_exact_and_restore_faiss(data, metric):
+    """From BLAS_MIN_QUERIES queries on, flat search goes through BLAS; every batch size
+    gives the exact neighbours, and FAISS's process-wide settings are put back."""
+    import faiss
+
+    from simkit.index.factory import BLAS_MIN_QUERIES, search_tuning
+
+    X, Q, ids = data
+    idx = VectorIndex(preset="flat", metric=metric).add(X, ids)
+    threshold, threads = faiss.cvar.distance_compute_blas_threshold, faiss.omp_get_max_threads()
+    for nq in sorted({1, BLAS_MIN_QUERIES - 1, BLAS_MIN_QUERIES, 19, 20, 33}):
+        t_idx, t_s = exact(X, Q[:nq], 10, metric)
+        hits = idx.search(Q[:nq], top_k=10)
+        assert [[h["id"] for h in row] for row in hits] == [[ids[j] for j in row] for row in t_idx], nq
+        np.testing.assert_allclose([[h["score"] for h in row] for row in hits], t_s, rtol=1e-4, atol=1e-3)
+        assert (faiss.cvar.distance_compute_blas_threshold, faiss.omp_get_max_threads()) == (threshold, threads)
+    with search_tuning(BLAS_MIN_QUERIES):
+        assert faiss.cvar.distance_compute_blas_threshold == 0
+    with search_tuning(BLAS_MIN_QUERIES - 1):
+        assert faiss.cvar.distance_compute_blas_threshold == threshold
+
+
 def test_single_query_and_k_larger_than_ntotal(data):
     X, Q, ids = data
     idx = VectorIndex().add(X[:7], ids[:7], texts=[f"t{i}" for i in range(7)], metadata=[{"i": i} for i in range(7)])

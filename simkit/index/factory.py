@@ -51,32 +51,50 @@ def resolve_preset(preset: str, n: int, dim: int) -> str:
     return f"IVF{nlist},PQ{m}x{nbits}"
 
 
-class few_queries_threads:
-    """One OpenMP thread while FAISS searches fewer than 20 queries.
+# From this many queries on, flat distances go through BLAS (one matrix product per block)
+# rather than FAISS's per-query SIMD scan. FAISS 1.15 switches only when queries x dim reach
+# 128,000 (667 queries at dim 192), a threshold tuned for many cores; on a few cores BLAS is
+# ahead from about 8 queries (bench/search_batches.py measures it).
+BLAS_MIN_QUERIES = 8
 
-    Below 20 queries FAISS's flat, IVF and HNSW searches parallelise over queries only, so
-    more threads cannot help, but the fork/join of every call costs a lot when the cores are
-    shared (measured here under load: 170 -> 1100 single queries/s on 20k x 256 flat). The
-    setting is process-wide: concurrent searches from other Python threads see it too.
-    (A class, not a generator: it runs on every single-query search, where a
-    ``contextlib.contextmanager`` costs ~1 us more.)
+
+class search_tuning:
+    """FAISS settings for one search of ``nq`` queries, restored afterwards.
+
+    - Fewer than 20 queries: one OpenMP thread. FAISS's flat, IVF and HNSW searches then
+      parallelise over queries only, so more threads cannot help, but the fork/join of every
+      call costs a lot when the cores are shared (measured here under load: 170 -> 1100
+      single queries/s on 20k x 256 flat).
+    - ``BLAS_MIN_QUERIES`` or more: flat distances (flat indexes, IVF coarse quantizers) by
+      BLAS, whatever the FAISS version's threshold.
+
+    Both settings are process-wide: concurrent searches from other Python threads see them
+    too (the results are the same either way; only the speed differs). A class, not a
+    generator: it runs on every single-query search, where a ``contextlib.contextmanager``
+    costs ~1 us more.
     """
 
-    __slots__ = ("nq", "before")
+    __slots__ = ("nq", "threads", "blas")
 
     def __init__(self, nq: int):
         self.nq = nq
-        self.before = 0
+        self.threads = 0
+        self.blas: int | None = None
 
     def __enter__(self) -> None:
         if self.nq < 20:
-            self.before = faiss.omp_get_max_threads()
-            if self.before > 1:
+            self.threads = faiss.omp_get_max_threads()
+            if self.threads > 1:
                 faiss.omp_set_num_threads(1)
+        if self.nq >= BLAS_MIN_QUERIES:
+            self.blas = faiss.cvar.distance_compute_blas_threshold
+            faiss.cvar.distance_compute_blas_threshold = 0
 
     def __exit__(self, *exc) -> None:
-        if self.before > 1:
-            faiss.omp_set_num_threads(self.before)
+        if self.threads > 1:
+            faiss.omp_set_num_threads(self.threads)
+        if self.blas is not None:
+            faiss.cvar.distance_compute_blas_threshold = self.blas
 
 
 def faiss_metric(metric: str) -> int:

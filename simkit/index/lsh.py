@@ -132,7 +132,7 @@ class LSHIndex(BaseIndex):
 
     def _assign(self, X: np.ndarray, nprobe: int) -> np.ndarray:
         """(n, nprobe) lists nearest each vector, by inner product with the centroids."""
-        with fx.few_queries_threads(X.shape[0]):
+        with fx.search_tuning(X.shape[0]):
             return self.coarse_.search(X, nprobe)[1]
 
     def hash(self, X: np.ndarray) -> np.ndarray:
@@ -307,7 +307,7 @@ def _ivf_search(b: faiss.IndexBinaryIVF, codes: np.ndarray, k: int, assign: np.n
     pos = np.empty((n, k), np.int64)
     saved, b.nprobe = b.nprobe, nprobe
     try:
-        with fx.few_queries_threads(n):
+        with fx.search_tuning(n):
             b.search_preassigned_c(n, faiss.swig_ptr(codes), k, faiss.swig_ptr(assign), faiss.swig_ptr(coarse_dist),
                                    faiss.swig_ptr(dist), faiss.swig_ptr(pos), False)
     finally:
