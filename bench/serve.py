@@ -11,8 +11,9 @@ same torch thread count:
     concurrently) and ``async def`` (in the event loop, one request at a time). The ratio is
     to the faster of the two in each cell.
 
-A bounded async loop runs C clients for --seconds (each client sends one query over its own
-keep-alive connection, waits for the answer, sends the next); per cell: requests/s, p50 and
+A bounded async loop runs C clients for --seconds (each client sends one request of
+--queries-per-request queries over its own keep-alive connection, waits for the answer,
+sends the next); per cell: requests/s, p50 and
 p99 latency. The client is ``bench/_http.py``, not httpx, whose pool slows down with the
 number of connections (at 64 it measured itself). The cells rotate through the servers
 --repeats times; the table shows medians. The client runs on the same CPUs as the servers (a
@@ -27,48 +28,45 @@ project's stack; a fair run needs its own environment.
     python bench/serve.py --data-dir ../shared/data/chinese-pairs --n 20000   # the issue's size
     python bench/serve.py --data-dir ../shared/data/chinese-pairs --n 5000 --seconds 10 --repeats 2
 
-One run of the first line (``--n 20000 --seconds 10 --repeats 2``), 2026-11-27, Intel Xeon,
-2 logical CPUs, quiet machine, the stage-9 default weights (before stage 10), each server 2
-torch threads, max batch 64, window 2 ms;
-medians of 2 runs:
+"raw encoder" is measured both ways a batch can run (one padded forward pass, and cut by the
+token budget simkit serve uses, ``--max-tokens-per-batch``); the faster is the limit.
+
+One run of the first line, 2026-11-28, Intel Xeon, 2 logical CPUs, quiet machine (load 1.3
+at the start), the stage-10 default weights, each server 2 torch threads, max batch 64,
+window 2 ms, token budget 512; medians of 2 runs:
 
 | clients | server | req/s | p50 / p99 ms | vs best peer |
 |---:|---|---:|---:|---:|
-| 1 | simkit serve | 75.8 | 12.6 / 20.1 | 1.24x |
-| 1 | peer (def) | 41.3 | 23.9 / 34.9 | 0.67x |
-| 1 | peer (async) | 61.3 | 14.4 / 38.2 | 1.00x |
-| 8 | simkit serve | 211.8 | 36.9 / 57.3 | 3.40x |
-| 8 | peer (def) | 53.6 | 147.9 / 218.3 | 0.86x |
-| 8 | peer (async) | 62.2 | 125.9 / 194.7 | 1.00x |
-| 64 | simkit serve | 260.4 | 226.8 / 558.7 | 3.82x |
-| 64 | peer (def) | 46.3 | 1341.2 / 1870.9 | 0.68x |
-| 64 | peer (async) | 68.2 | 923.0 / 1090.3 | 1.00x |
+| 1 | simkit serve | 98.8 | 9.9 / 13.8 | 1.33x |
+| 1 | peer (def) | 54.3 | 18.4 / 31.6 | 0.73x |
+| 1 | peer (async) | 74.3 | 11.8 / 32.3 | 1.00x |
+| 8 | simkit serve | 250.3 | 30.7 / 50.7 | 3.51x |
+| 8 | peer (def) | 66.0 | 121.5 / 160.3 | 0.93x |
+| 8 | peer (async) | 71.2 | 108.9 / 153.8 | 1.00x |
+| 64 | simkit serve | 408.0 | 148.3 / 384.0 | 5.27x |
+| 64 | peer (def) | 52.7 | 1202.5 / 1566.2 | 0.68x |
+| 64 | peer (async) | 77.4 | 826.5 / 889.7 | 1.00x |
 
-No errors; the same top hit for 50/50 queries. At 64 clients simkit serve answers 3.82x the
-faster peer with half its p99. The raw encoder read 414.8 sentences/s on batches of 64, so
-the service reaches 63% of it, not the issue's 90%: on two CPUs the HTTP stack and the load
-client take their share of the cores the model needs (the client alone sends about 2,500
-trivial requests a second over 64 connections), and the batches stay small (11,094 texts in
-2,262 batches over all cells). The ``def`` peer is slowed by the effect the service avoids:
-its model was warmed on the main thread and runs on pool threads, each with its own OpenMP
-team.
+No errors; the same top hit for 50/50 queries. The raw encoder read 481.7 sentences/s on
+batches of 64 in one padded pass and 904.1 cut by the 512-token budget (one long query no
+longer pads the other 63), so the limit is 904.1 and the service at 64 clients reaches 45%
+of it, not the issue's 90%. The same command with ``--queries-per-request 8`` (a client
+that batches its own queries; peers encode a request's queries in one call): 64 clients
+77.8 req/s = 622.4 queries/s, 68% of the limit (911.8 in that run), 2.02x the faster peer
+(307.8 queries/s) with p99 1042 vs 1759 ms; 8 clients 613.7 queries/s, 1.96x; 1 client 1.04x.
 
-The same command with ``--dtype int8`` (simkit serve in torch dynamic int8, the stage-10
-default weights; the peers stay fp32), 2026-11-27, same machine:
+Where the rest goes, on two CPUs (scratch runs on a 5k index, 64 clients, ~450 req/s): the
+service process used about 1.8 of them (/proc/PID/stat) and the load client the rest; the
+model thread was busy ~83% of the time (py-spy), but its forward passes ran at about 55% of
+their unshared speed, because the event loop (HTTP,
+JSON, routing: ~1 ms of CPU a request) takes one of the two cores the OpenMP team needs.
+Installing uvloop + httptools, a smaller GIL switch interval and ``OMP_WAIT_POLICY=PASSIVE``
+did not help (scratch runs, within noise or slower); one torch thread was slower (379 vs 451
+req/s on a 5k index).
 
-| clients | server | req/s | p50 / p99 ms | vs best peer |
-|---:|---|---:|---:|---:|
-| 1 | simkit serve int8 | 85.3 | 11.0 / 17.7 | 1.30x |
-| 1 | peer (async) | 65.6 | 12.9 / 37.2 | 1.00x |
-| 8 | simkit serve int8 | 266.6 | 29.1 / 44.9 | 3.80x |
-| 8 | peer (async) | 70.2 | 110.8 / 168.9 | 1.00x |
-| 64 | simkit serve int8 | 377.2 | 156.1 / 368.5 | 4.81x |
-| 64 | peer (def) | 50.9 | 1256.3 / 1652.3 | 0.65x |
-| 64 | peer (async) | 78.4 | 818.1 / 895.3 | 1.00x |
-
-No errors; the same top hit for 49/50 queries (int8 queries against the fp32 corpus
-vectors). The raw int8 encoder read 594.1 sentences/s on batches of 64, so the service
-again reaches 63% of it: int8 shrinks the model's share of the CPU, not the HTTP stack's.
+Earlier, before the token budget (2026-11-27, stage-9 weights): 64 clients 260.4 vs 68.2
+req/s = 3.82x, then 63% of a limit measured as one padded pass (414.8 sentences/s); with
+``--dtype int8`` (stage-10 weights, peers fp32) 377.2 vs 78.4 req/s = 4.81x.
 """
 
 
