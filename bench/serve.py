@@ -20,10 +20,19 @@ number of connections (at 64 it measured itself). The cells rotate through the s
 load all share alike). "raw encoder" is ``Pipeline.encode`` on batches of --max-batch queries
 in this process: the ceiling for (a).
 
-(c) infinity-emb was not run: ``pip install --dry-run -c bench/constraints.txt
-'infinity-emb[torch,server]'`` (0.0.78) resolves only by downgrading transformers to 4.57,
-sentence-transformers to 3.4, numpy to 1.26 and typer to 0.12, so it cannot sit beside the
-project's stack; a fair run needs its own environment.
+(c) infinity-emb, the embedding server users would deploy instead, for ``/encode`` only (it
+has no index): it does not install beside the project's stack (``pip install --dry-run -c
+bench/constraints.txt 'infinity-emb[torch,server]'`` (0.0.78) wants transformers 4.57,
+sentence-transformers 3.4, numpy 1.26), so it runs from its own venv, given by --infinity:
+
+    python3 -m venv /tmp/infenv && /tmp/infenv/bin/pip install torch==2.13.0 'infinity-emb[torch,server]'
+    python bench/serve.py --infinity /tmp/infenv/bin/infinity_emb ...
+
+It serves the bundled model saved as Hugging Face files (``bench/encode.py``'s export,
+truncating at the same 64 tokens) with its defaults (engine torch, mean pooling, batch size
+--max-batch, the same thread count); simkit serve answers ``/encode`` from a second index
+whose pipeline has mean pooling, so both return the same vectors (the min cosine over 50
+queries is printed).
 
     python bench/serve.py --data-dir ../shared/data/chinese-pairs --n 20000   # the issue's size
     python bench/serve.py --data-dir ../shared/data/chinese-pairs --n 5000 --seconds 10 --repeats 2
@@ -63,6 +72,19 @@ JSON, routing: ~1 ms of CPU a request) takes one of the two cores the OpenMP tea
 Installing uvloop + httptools, a smaller GIL switch interval and ``OMP_WAIT_POLICY=PASSIVE``
 did not help (scratch runs, within noise or slower); one torch thread was slower (379 vs 451
 req/s on a 5k index).
+
+With --infinity (same day, same command plus ``--infinity``; raw limit 908.8): the search
+cells read as above (64 clients 413.3 vs 77.6 req/s = 5.33x, 8 clients 3.81x, 1 client
+1.41x), and on ``/encode`` (min cosine of the two servers' vectors 1.000000):
+
+| clients | server | req/s | p50 / p99 ms | vs infinity-emb |
+|---:|---|---:|---:|---:|
+| 1 | simkit serve /encode | 110.4 | 8.8 / 12.7 | 1.99x |
+| 1 | infinity-emb /embeddings | 55.4 | 16.4 / 25.9 | 1.00x |
+| 8 | simkit serve /encode | 316.0 | 24.2 / 40.5 | 3.96x |
+| 8 | infinity-emb /embeddings | 79.8 | 104.0 / 111.7 | 1.00x |
+| 64 | simkit serve /encode | 494.6 | 120.5 / 327.4 | 2.08x |
+| 64 | infinity-emb /embeddings | 237.3 | 258.7 / 490.7 | 1.00x |
 
 Earlier, before the token budget (2026-11-27, stage-9 weights): 64 clients 260.4 vs 68.2
 req/s = 3.82x, then 63% of a limit measured as one padded pass (414.8 sentences/s); with
@@ -158,7 +180,8 @@ def peer_app(folder: Path, threads: int, mode: str = "def"):
 
 
 # -- load -----------------------------------------------------------------------------------
-async def load(url: str, body, queries: list[str], clients: int, seconds: float, per_request: int = 1) -> dict:
+async def load(url: str, body, queries: list[str], clients: int, seconds: float, per_request: int = 1,
+               path: str = "/search") -> dict:
     port = int(url.rsplit(":", 1)[1])
     lat: list[float] = []
     errors = 0
@@ -175,7 +198,7 @@ async def load(url: str, body, queries: list[str], clients: int, seconds: float,
                 j = (i * per_request) % len(queries)
                 qs = queries[j:j + per_request]
                 qs += queries[:per_request - len(qs)]
-                status, _ = await conn.request("POST", "/search", body(qs))
+                status, _ = await conn.request("POST", path, body(qs))
                 if status == 200:
                     lat.append(time.perf_counter() - t)
                 else:
@@ -224,6 +247,9 @@ def main(argv=None) -> None:
                     help="simkit serve's compute dtype (the peers stay fp32); the raw encoder uses it too.")
     ap.add_argument("--queries-per-request", type=int, default=1,
                     help="Queries each request carries (a client that batches its own queries).")
+    ap.add_argument("--infinity", type=Path, metavar="EXE",
+                    help="infinity_emb executable of its own venv: adds /encode cells, simkit serve vs "
+                    "infinity-emb on the bundled model (mean pooling both).")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--peer", type=Path, help=argparse.SUPPRESS)  # internal: run the peer server
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -270,10 +296,21 @@ def main(argv=None) -> None:
     raw_rate = raw_rates[raw_budget]
     del pipe
 
+    indexes = [str(tmp / "idx")]
+    if args.infinity is not None:  # the same model with mean pooling (infinity-emb's), as HF files
+        from encode import build_model
+
+        mean = Pipeline(pooling="mean", num_threads=args.threads)
+        VectorIndex(preset="flat", pipeline=mean).add(mean.encode(corpus[:100]), list(range(100))).save(tmp / "mean")
+        build_model([], "bundled", tmp / "hf")
+        conf = json.loads((tmp / "hf" / "tokenizer_config.json").read_text(encoding="utf-8"))
+        conf["model_max_length"] = mean.max_seq_length  # both truncate where simkit does
+        (tmp / "hf" / "tokenizer_config.json").write_text(json.dumps(conf), encoding="utf-8")
+        indexes += [str(tmp / "mean"), "--name", "idx", "--name", "mean"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     ports = {"simkit serve": free_port(), **{name: free_port() for name in PEERS}}
     cmds = {
-        "simkit serve": [sys.executable, "-m", "simkit_cli.app", "-q", "serve", str(tmp / "idx"), "--port",
+        "simkit serve": [sys.executable, "-m", "simkit_cli.app", "-q", "serve", *indexes, "--port",
                          str(ports["simkit serve"]), "--threads", str(args.threads), "--max-batch",
                          str(args.max_batch), "--batch-window-ms", str(args.window_ms), "--max-texts", "64",
                          "--max-tokens-per-batch", str(args.max_tokens_per_batch),
@@ -281,12 +318,23 @@ def main(argv=None) -> None:
         **{name: [sys.executable, str(HERE), "--peer", str(tmp), "--port", str(ports[name]),
                   "--threads", str(args.threads), "--peer-mode", mode] for name, mode in PEERS.items()},
     }
-    bodies = {name: (lambda qs: {"queries": qs, "top_k": 10}) for name in cmds}
+    bodies = {name: (lambda qs: {"index": "idx", "queries": qs, "top_k": 10}) for name in cmds}
+    # /encode cells: (server, path, body) against infinity-emb's /embeddings
+    encoders = {"simkit serve /encode": ("simkit serve", "/encode", lambda qs: {"index": "mean", "texts": qs})}
+    if args.infinity is not None:
+        ports["infinity-emb"] = free_port()
+        cmds["infinity-emb"] = [str(args.infinity), "v2", "--model-id", str(tmp / "hf"), "--host", "127.0.0.1",
+                                "--port", str(ports["infinity-emb"]), "--engine", "torch", "--device", "cpu",
+                                "--pooling-method", "mean", "--batch-size", str(args.max_batch)]
+        encoders["infinity-emb /embeddings"] = ("infinity-emb", "/embeddings",
+                                                lambda qs: {"input": qs, "model": str(tmp / "hf")})
     procs = {}
     try:
         for name, cmd in cmds.items():
             log = tmp / f"{name.replace(' ', '-')}.log"
-            procs[name] = subprocess.Popen(cmd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+            procs[name] = subprocess.Popen(cmd, env={**env, "OMP_NUM_THREADS": str(args.threads), "DO_NOT_TRACK": "1",
+                                                     "INFINITY_ANONYMOUS_USAGE_STATS": "0"},
+                                           stdout=log.open("w"), stderr=subprocess.STDOUT)
             wait_up(f"http://127.0.0.1:{ports[name]}", procs[name], log)
         import httpx
 
@@ -296,15 +344,29 @@ def main(argv=None) -> None:
             a = httpx.post(urls["simkit serve"] + "/search", json=bodies["simkit serve"]([q]), timeout=30).json()
             b = httpx.post(urls["peer (def)"] + "/search", json=bodies["peer (def)"]([q]), timeout=30).json()
             agree += a["results"][0][0]["id"] == b["results"][0][0]["id"]
+        enc_cos = None
+        if args.infinity is not None:  # same vectors: cosine of the two servers' vectors, 50 queries
+            a = np.array(httpx.post(urls["simkit serve"] + "/encode", json={"index": "mean", "texts": queries[:50]},
+                                    timeout=60).json()["vectors"])
+            b = np.array([d["embedding"] for d in httpx.post(
+                urls["infinity-emb"] + "/embeddings", json={"input": queries[:50], "model": str(tmp / "hf")},
+                timeout=60).json()["data"]])
+            enc_cos = float(((a / np.linalg.norm(a, axis=1, keepdims=True))
+                             * (b / np.linalg.norm(b, axis=1, keepdims=True))).sum(1).min())
+        searchers = [name for name in cmds if name != "infinity-emb"]
+        routes = {name: (name, "/search", bodies[name]) for name in searchers}
+        if args.infinity is not None:
+            routes.update(encoders)
         cells: dict[tuple[str, int], list[dict]] = {}
         for c in args.clients:
             for r in range(args.repeats):
-                order = list(cmds)[r % len(cmds):] + list(cmds)[:r % len(cmds)]
+                order = list(routes)[r % len(routes):] + list(routes)[:r % len(routes)]
                 for name in order:
-                    res = asyncio.run(load(urls[name], bodies[name], queries, c, args.seconds,
-                                           args.queries_per_request))
+                    server, path, body = routes[name]
+                    res = asyncio.run(load(urls[server], body, queries, c, args.seconds,
+                                           args.queries_per_request, path))
                     cells.setdefault((name, c), []).append(res)
-                    print(f"  {name:13s} c={c:<3d} run {r + 1}: {res['rps']:7.1f} req/s  p50 {res['p50']:7.1f} ms  "
+                    print(f"  {name:24s} c={c:<3d} run {r + 1}: {res['rps']:7.1f} req/s  p50 {res['p50']:7.1f} ms  "
                           f"p99 {res['p99']:7.1f} ms  errors {res['errors']}", file=sys.stderr)
         stats = httpx.get(urls["simkit serve"] + "/health", timeout=30).json()["batches"]
     finally:
@@ -327,13 +389,25 @@ def main(argv=None) -> None:
     print("|---:|---|---:|---:|---:|---:|---:|---:|")
     for c in args.clients:
         med = {name: {k: statistics.median(r[k] for r in cells[(name, c)]) for k in ("rps", "qps", "p50", "p99")}
-               for name in cmds}
+               for name in searchers}
         best = max(med[name]["rps"] for name in PEERS)
-        for name in cmds:
+        for name in searchers:
             m = med[name]
             errs = sum(r["errors"] for r in cells[(name, c)])
             print(f"| {c} | {name} | {m['rps']:.1f} | {m['qps']:.1f} | {m['p50']:.1f} | {m['p99']:.1f} | {errs} | "
                   f"{m['rps'] / best:.2f}x |")
+    if args.infinity is not None:
+        print(f"\n/encode, mean pooling, both servers: min cosine of their vectors over 50 queries {enc_cos:.6f}\n")
+        print("| clients | server | req/s | texts/s | p50 ms | p99 ms | errors | req/s vs infinity-emb |")
+        print("|---:|---|---:|---:|---:|---:|---:|---:|")
+        for c in args.clients:
+            med = {name: {k: statistics.median(r[k] for r in cells[(name, c)]) for k in ("rps", "qps", "p50", "p99")}
+                   for name in encoders}
+            for name in encoders:
+                m = med[name]
+                errs = sum(r["errors"] for r in cells[(name, c)])
+                print(f"| {c} | {name} | {m['rps']:.1f} | {m['qps']:.1f} | {m['p50']:.1f} | {m['p99']:.1f} | "
+                      f"{errs} | {m['rps'] / med['infinity-emb /embeddings']['rps']:.2f}x |")
     top = statistics.median(r["qps"] for r in cells[("simkit serve", max(args.clients))])
     print(f"\nsimkit serve at {max(args.clients)} clients ({args.queries_per_request} queries a request): "
           f"{top:.1f} queries/s = "
