@@ -36,7 +36,8 @@ def serve(
                                        help="Require this key (Authorization: Bearer KEY)."),
     max_batch: int = typer.Option(64, "--max-batch", min=1, help="Most texts encoded in one forward pass."),
     window_ms: float = typer.Option(2.0, "--batch-window-ms", min=0.0,
-                                    help="How long a request waits for others to batch with, while the model is idle."),
+                                    help="Longest a batch waits for more requests (it starts as soon as "
+                                    "as many wait as the last batch held)."),
     max_tokens: int = typer.Option(512, "--max-tokens-per-batch", min=0,
                                    help="Most padded tokens per forward pass within a batch, shortest texts "
                                    "first (0: the whole batch in one pass)."),

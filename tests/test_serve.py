@@ -219,12 +219,54 @@ def test_bad_bodies_get_json_errors_and_the_server_stays_up(server):
     assert post(server, "/search", {"index": "faq", "queries": ["花呗"]}).status_code == 200
 
 
-def test_request_timeout_is_a_json_504(server):
-    registry = Registry({"faq": server.root / "faq"}, window_ms=200, warmup=False)
+def test_request_timeout_is_a_json_504(server, monkeypatch):
+    registry = Registry({"faq": server.root / "faq"}, warmup=False)
+    encoder = registry.indexes["faq"].current.shared.encoder
+    real = encoder.encode
+
+    def slow_encode(*a, **kw):
+        time.sleep(0.3)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(encoder, "encode", slow_encode)
     with Server(create_app(registry, Limits(timeout_s=0.02))) as slow:
-        r = post(slow, "/search", {"queries": ["花呗"]})  # waits 200 ms for company: too long
+        r = post(slow, "/search", {"queries": ["花呗"]})  # the model takes 300 ms: too long
         assert r.status_code == 504 and r.json()["limit"] == "timeout_s"
         assert httpx.get(slow.url + "/health", timeout=20).status_code == 200
+
+
+def test_batches_wait_for_as_many_as_the_last_batch_held():
+    """A lone request starts at once, whatever the window; after a batch of four, the next
+    waits (up to the window) until four texts are there again, so it is not split."""
+    from simkit.serve.batcher import MicroBatcher, OneThread
+
+    class Rows:  # a stand-in model: one row per text
+        def encode(self, texts, **kw):
+            return np.arange(len(texts), dtype=np.float32)[:, None]
+
+    thread = OneThread()
+    batcher = MicroBatcher(Rows(), thread, max_batch=64, window_ms=60_000)
+
+    async def main():
+        try:
+            one = await asyncio.wait_for(batcher.submit(["a"]), 30)  # would wait a minute before
+            sizes = [batcher.max_seen]
+            await asyncio.wait_for(asyncio.gather(*(batcher.submit([t]) for t in "abcd")), 30)
+            sizes.append(batcher.max_seen)
+            first = asyncio.ensure_future(batcher.submit(["e"]))
+            await asyncio.sleep(0.05)  # the other three come back later
+            rest = [asyncio.ensure_future(batcher.submit([t])) for t in "fgh"]
+            await asyncio.wait_for(asyncio.gather(first, *rest), 30)
+            return one, sizes
+        finally:
+            await batcher.aclose()
+
+    try:
+        one, sizes = asyncio.run(main())
+    finally:
+        thread.close()
+    assert one.shape == (1, 1) and sizes == [1, 4]
+    assert batcher.batches == 3 and batcher.texts == 9  # 1, then 4, then the 4 that came apart
 
 
 def test_model_is_loaded_and_warmed_on_the_model_thread(server, monkeypatch):

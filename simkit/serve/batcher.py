@@ -5,8 +5,10 @@ never waits on torch and two requests never race for the CPU inside the model. A
 :class:`MicroBatcher` (one per loaded encoder) gathers the texts of the requests that arrive
 within a short window, up to ``max_batch`` texts, encodes them in one call on that thread and
 hands each request its result back through a future. While the model is busy, new requests
-queue up and form the next batch, so the batch grows with the load and a lone request waits
-at most the window.
+queue up and form the next batch, so the batch grows with the load. A batch starts once as
+many texts wait as the previous batch held (the clients just answered tend to send again),
+or when it is full, or after the window: a lone client never waits, and under load the
+batches stay full instead of starting with the few requests that came back first.
 
 What follows the encode is batched too: a request names a *step* (its pipeline's transform
 chain, then perhaps an index search), and the requests of one batch whose steps share a
@@ -81,12 +83,14 @@ class MicroBatcher:
     """Gather texts of concurrent requests into one ``encoder.encode`` call on the model thread.
 
     ``max_batch`` bounds the texts of one call (a single larger request runs alone, unsplit);
-    ``window_ms`` is how long the first waiting request waits for company while the model is
-    idle. Inside the call the texts are sorted by length and cut into forward passes of at
+    ``window_ms`` is the longest a batch waits for company: counted from its first request's
+    arrival, or from the end of the previous batch if that request queued while the model was
+    busy. Inside the call the texts are sorted by length and cut into forward passes of at
     most ``max_tokens_per_batch`` padded tokens (0: ``batch_size`` texts each): the queries of
-    unrelated requests differ in length, and one long query would otherwise pad all the rest. Each request's :class:`Step` maps its rows from the model's space onward (its
-    pipeline's transform chain, a search), so indexes that share a model but not a transform
-    chain share batches.
+    unrelated requests differ in length, and one long query would otherwise pad all the rest.
+    Each request's :class:`Step` maps its rows from the model's space onward (its pipeline's
+    transform chain, a search), so indexes that share a model but not a transform chain share
+    batches.
     """
 
     def __init__(self, encoder, model_thread: OneThread, max_batch: int = 64,
@@ -101,6 +105,8 @@ class MicroBatcher:
         self._n_pending = 0
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
+        self._done = 0.0  # when the last batch ended (loop time) and how many texts it held
+        self._last_n = 0
         self.batches = 0  # counters for /health and the tests
         self.texts = 0
         self.max_seen = 0
@@ -151,10 +157,14 @@ class MicroBatcher:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            # Wait for company until the first job's window is over or the batch is full; jobs
-            # that queued while the model was busy are already past their window.
-            while self._n_pending < self.max_batch:
-                left = self._pending[0].arrived + self.window - loop.time()
+            # Wait for company: until the batch is full, or as many texts wait as the last batch
+            # held (its clients, just answered, are likely to send again), or the window is
+            # over, counted from the first job's arrival or, if it queued while the model was
+            # busy, from the end of that batch.
+            target = min(self.max_batch, max(1, self._last_n))
+            deadline = max(self._pending[0].arrived, self._done) + self.window
+            while self._n_pending < target:
+                left = deadline - loop.time()
                 if left <= 0:
                     break
                 self._wake.clear()
@@ -169,6 +179,7 @@ class MicroBatcher:
                 results = await self.model_thread.run(self._run, jobs)
             except Exception as e:  # the executor itself failed (shutdown)
                 results = [e] * len(jobs)
+            self._done, self._last_n = loop.time(), sum(len(job.texts) for job in jobs)
             for job, res in zip(jobs, results):
                 if job.future.done():
                     continue
