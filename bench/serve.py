@@ -40,51 +40,54 @@ queries is printed).
 "raw encoder" is measured both ways a batch can run (one padded forward pass, and cut by the
 token budget simkit serve uses, ``--max-tokens-per-batch``); the faster is the limit.
 
-One run of the first line, 2026-11-28, Intel Xeon, 2 logical CPUs, quiet machine (load 1.3
-at the start), the stage-10 default weights, each server 2 torch threads, max batch 64,
-window 2 ms, token budget 512; medians of 2 runs:
+One run of the first line with --infinity (below), 2026-11-28, Intel Xeon, 2 logical CPUs,
+quiet machine (load 0.9 at the start), the stage-10 default weights, each server 2 torch
+threads, max batch 64, window 2 ms, token budget 512; medians of 2 runs:
 
 | clients | server | req/s | p50 / p99 ms | vs best peer |
 |---:|---|---:|---:|---:|
-| 1 | simkit serve | 98.8 | 9.9 / 13.8 | 1.33x |
-| 1 | peer (def) | 54.3 | 18.4 / 31.6 | 0.73x |
-| 1 | peer (async) | 74.3 | 11.8 / 32.3 | 1.00x |
-| 8 | simkit serve | 250.3 | 30.7 / 50.7 | 3.51x |
-| 8 | peer (def) | 66.0 | 121.5 / 160.3 | 0.93x |
-| 8 | peer (async) | 71.2 | 108.9 / 153.8 | 1.00x |
-| 64 | simkit serve | 408.0 | 148.3 / 384.0 | 5.27x |
-| 64 | peer (def) | 52.7 | 1202.5 / 1566.2 | 0.68x |
-| 64 | peer (async) | 77.4 | 826.5 / 889.7 | 1.00x |
+| 1 | simkit serve | 141.8 | 6.9 / 10.3 | 1.88x |
+| 1 | peer (def) | 58.9 | 17.4 / 28.7 | 0.78x |
+| 1 | peer (async) | 75.4 | 11.7 / 32.1 | 1.00x |
+| 8 | simkit serve | 314.7 | 24.1 / 37.3 | 4.26x |
+| 8 | peer (def) | 68.3 | 117.6 / 158.0 | 0.92x |
+| 8 | peer (async) | 73.9 | 105.4 / 153.4 | 1.00x |
+| 64 | simkit serve | 491.5 | 119.7 / 348.7 | 6.36x |
+| 64 | peer (def) | 53.9 | 1179.4 / 1538.1 | 0.70x |
+| 64 | peer (async) | 77.3 | 822.2 / 884.4 | 1.00x |
 
-No errors; the same top hit for 50/50 queries. The raw encoder read 481.7 sentences/s on
-batches of 64 in one padded pass and 904.1 cut by the 512-token budget (one long query no
-longer pads the other 63), so the limit is 904.1 and the service at 64 clients reaches 45%
-of it, not the issue's 90%. The same command with ``--queries-per-request 8`` (a client
-that batches its own queries; peers encode a request's queries in one call): 64 clients
-77.8 req/s = 622.4 queries/s, 68% of the limit (911.8 in that run), 2.02x the faster peer
-(307.8 queries/s) with p99 1042 vs 1759 ms; 8 clients 613.7 queries/s, 1.96x; 1 client 1.04x.
+No errors; the same top hit for 50/50 queries. The raw encoder read 509.7 sentences/s on
+batches of 64 in one padded pass and 869.9 cut by the 512-token budget (one long query no
+longer pads the other 63), so the limit is 869.9 and the service at 64 clients reaches 56%
+of it, not the issue's 90%. ``/encode`` against infinity-emb in the same run (min cosine
+of the two servers' vectors 1.000000):
 
-Where the rest goes, on two CPUs (scratch runs on a 5k index, 64 clients, ~450 req/s): the
-service process used about 1.8 of them (/proc/PID/stat) and the load client the rest; the
-model thread was busy ~83% of the time (py-spy), but its forward passes ran at about 55% of
-their unshared speed, because the event loop (HTTP,
-JSON, routing: ~1 ms of CPU a request) takes one of the two cores the OpenMP team needs.
+| clients | server | req/s | p50 / p99 ms | vs infinity-emb |
+|---:|---|---:|---:|---:|
+| 1 | simkit serve /encode | 156.1 | 6.2 / 10.4 | 2.68x |
+| 1 | infinity-emb /embeddings | 58.1 | 15.9 / 23.8 | 1.00x |
+| 8 | simkit serve /encode | 351.0 | 21.6 / 36.0 | 4.40x |
+| 8 | infinity-emb /embeddings | 79.8 | 102.8 / 115.3 | 1.00x |
+| 64 | simkit serve /encode | 495.0 | 120.4 / 329.2 | 2.12x |
+| 64 | infinity-emb /embeddings | 233.2 | 259.0 / 487.9 | 1.00x |
+
+The same day with ``--queries-per-request 8`` (a client that batches its own queries; the
+peers encode a request's queries in one call; no --infinity): 64 clients 78.9 req/s = 630.8
+queries/s, 70% of that run's limit (905.9), 2.02x the faster peer (312.2 queries/s) with p99 994 vs 1786
+ms; 8 clients 639.3 queries/s, 1.96x; 1 client 1.19x.
+
+Where the rest goes, on two CPUs (scratch runs before the batch-fill change, 5k index, 64
+clients, ~450 req/s): the service process used about 1.8 of them (/proc/PID/stat) and the
+load client the rest; the model thread was busy ~83% of the time (py-spy), but its forward
+passes ran at about 55% of their unshared speed, because the event loop (HTTP, JSON,
+routing: ~1 ms of CPU a request) takes one of the two cores the OpenMP team needs.
 Installing uvloop + httptools, a smaller GIL switch interval and ``OMP_WAIT_POLICY=PASSIVE``
 did not help (scratch runs, within noise or slower); one torch thread was slower (379 vs 451
 req/s on a 5k index).
 
-With --infinity (same day, same command plus ``--infinity``; raw limit 908.8): the search
-cells read as above (64 clients 413.3 vs 77.6 req/s = 5.33x, 8 clients 3.81x, 1 client
-1.41x), and on ``/encode`` (min cosine of the two servers' vectors 1.000000):
-
-| clients | server | req/s | p50 / p99 ms | vs infinity-emb |
-|---:|---|---:|---:|---:|
-| 1 | simkit serve /encode | 110.4 | 8.8 / 12.7 | 1.99x |
-| 1 | infinity-emb /embeddings | 55.4 | 16.4 / 25.9 | 1.00x |
-| 8 | simkit serve /encode | 316.0 | 24.2 / 40.5 | 3.96x |
-| 8 | infinity-emb /embeddings | 79.8 | 104.0 / 111.7 | 1.00x |
-| 64 | simkit serve /encode | 494.6 | 120.5 / 327.4 | 2.08x |
-| 64 | infinity-emb /embeddings | 237.3 | 258.7 / 490.7 | 1.00x |
+Earlier the same day, before batches waited for as many texts as the last one held (a
+batch then started with whichever requests had come back): 64 clients 408.0 req/s (45% of
+a 904.1 limit), 8 clients 250.3, 1 client 98.8; /encode vs infinity-emb 2.08x at 64 clients.
 
 Earlier, before the token budget (2026-11-27, stage-9 weights): 64 clients 260.4 vs 68.2
 req/s = 3.82x, then 63% of a limit measured as one padded pass (414.8 sentences/s); with
