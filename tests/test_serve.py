@@ -295,11 +295,12 @@ def test_a_batch_runs_in_forward_passes_within_the_token_budget(server, texts, m
     max_tokens_per_batch padded tokens; 0 runs the batch as one padded pass. Same vectors."""
     import simkit.encoder
 
-    shapes = []
+    shapes, watched = [], []
     real = simkit.encoder.Encoder._hidden_states
 
     def spy(self, input_ids, mask, first=True):
-        shapes.append(tuple(input_ids.shape))
+        if self in watched:  # not the other servers' encoders (a hot reload may run meanwhile)
+            shapes.append(tuple(input_ids.shape))
         return real(self, input_ids, mask, first)
 
     monkeypatch.setattr(simkit.encoder.Encoder, "_hidden_states", spy)
@@ -309,6 +310,7 @@ def test_a_batch_runs_in_forward_passes_within_the_token_budget(server, texts, m
         registry = Registry({"faq": server.root / "faq"}, window_ms=200, warmup=False,
                             max_tokens_per_batch=budget)
         batcher = registry.indexes["faq"].current.batcher
+        watched[:] = [registry.indexes["faq"].current.shared.encoder]
 
         async def main():
             try:
