@@ -41,38 +41,41 @@ queries is printed).
 token budget simkit serve uses, ``--max-tokens-per-batch``); the faster is the limit.
 
 One run of the first line with --infinity (below), 2026-11-28, Intel Xeon, 2 logical CPUs,
-quiet machine (load 0.9 at the start), the stage-10 default weights, each server 2 torch
-threads, max batch 64, window 2 ms, token budget 512; medians of 2 runs:
+quiet machine (load 0.9 at the start), the stage-10 default weights, uvloop + httptools
+installed (all servers use them), each server 2 torch threads, max batch 64, window 2 ms,
+token budget 512; medians of 2 runs:
 
 | clients | server | req/s | p50 / p99 ms | vs best peer |
 |---:|---|---:|---:|---:|
-| 1 | simkit serve | 141.8 | 6.9 / 10.3 | 1.88x |
-| 1 | peer (def) | 58.9 | 17.4 / 28.7 | 0.78x |
-| 1 | peer (async) | 75.4 | 11.7 / 32.1 | 1.00x |
-| 8 | simkit serve | 314.7 | 24.1 / 37.3 | 4.26x |
-| 8 | peer (def) | 68.3 | 117.6 / 158.0 | 0.92x |
-| 8 | peer (async) | 73.9 | 105.4 / 153.4 | 1.00x |
-| 64 | simkit serve | 491.5 | 119.7 / 348.7 | 6.36x |
-| 64 | peer (def) | 53.9 | 1179.4 / 1538.1 | 0.70x |
-| 64 | peer (async) | 77.3 | 822.2 / 884.4 | 1.00x |
+| 1 | simkit serve | 148.2 | 6.6 / 9.9 | 2.09x |
+| 1 | peer (def) | 63.1 | 16.4 / 28.1 | 0.89x |
+| 1 | peer (async) | 70.8 | 11.9 / 35.9 | 1.00x |
+| 8 | simkit serve | 331.9 | 22.5 / 36.9 | 4.32x |
+| 8 | peer (def) | 69.3 | 115.8 / 151.8 | 0.90x |
+| 8 | peer (async) | 76.9 | 95.1 / 209.6 | 1.00x |
+| 64 | simkit serve | 461.8 | 130.1 / 372.6 | 5.86x |
+| 64 | peer (def) | 54.4 | 1167.5 / 1539.0 | 0.69x |
+| 64 | peer (async) | 78.9 | 799.5 / 903.0 | 1.00x |
 
-No errors; the same top hit for 50/50 queries. The raw encoder read 509.7 sentences/s on
-batches of 64 in one padded pass and 869.9 cut by the 512-token budget (one long query no
-longer pads the other 63), so the limit is 869.9 and the service at 64 clients reaches 56%
-of it, not the issue's 90%. ``/encode`` against infinity-emb in the same run (min cosine
-of the two servers' vectors 1.000000):
+No errors; the same top hit for 50/50 queries. The raw encoder read 511.8 sentences/s on
+batches of 64 in one padded pass and 923.0 cut by the 512-token budget (one long query no
+longer pads the other 63), so the limit is 923.0 and the service at 64 clients reaches 50%
+of it, not the issue's 90%. The run before it (same command, without uvloop / httptools)
+read 491.5 req/s at 64 clients (6.36x, 56% of an 869.9 limit), 314.7 at 8, 141.8 at 1: the
+two runs differ by about as much as run-to-run noise here. ``/encode`` against infinity-emb
+in the same run (min cosine of the two servers' vectors 1.000000):
 
 | clients | server | req/s | p50 / p99 ms | vs infinity-emb |
 |---:|---|---:|---:|---:|
-| 1 | simkit serve /encode | 156.1 | 6.2 / 10.4 | 2.68x |
-| 1 | infinity-emb /embeddings | 58.1 | 15.9 / 23.8 | 1.00x |
-| 8 | simkit serve /encode | 351.0 | 21.6 / 36.0 | 4.40x |
-| 8 | infinity-emb /embeddings | 79.8 | 102.8 / 115.3 | 1.00x |
-| 64 | simkit serve /encode | 495.0 | 120.4 / 329.2 | 2.12x |
-| 64 | infinity-emb /embeddings | 233.2 | 259.0 / 487.9 | 1.00x |
+| 1 | simkit serve /encode | 164.5 | 5.9 / 9.2 | 2.85x |
+| 1 | infinity-emb /embeddings | 57.8 | 15.5 / 24.5 | 1.00x |
+| 8 | simkit serve /encode | 345.3 | 22.6 / 35.0 | 4.42x |
+| 8 | infinity-emb /embeddings | 78.1 | 103.9 / 124.0 | 1.00x |
+| 64 | simkit serve /encode | 463.9 | 127.6 / 348.5 | 1.92x |
+| 64 | infinity-emb /embeddings | 242.1 | 252.3 / 483.3 | 1.00x |
 
 The same day with ``--queries-per-request 8`` (a client that batches its own queries; the
-peers encode a request's queries in one call; no --infinity): 64 clients 78.9 req/s = 630.8
+peers encode a request's queries in one call; no --infinity, no uvloop): 64 clients 78.9 req/s = 630.8
 queries/s, 70% of that run's limit (905.9), 2.02x the faster peer (312.2 queries/s) with p99 994 vs 1786
 ms; 8 clients 639.3 queries/s, 1.96x; 1 client 1.19x.
 
