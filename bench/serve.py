@@ -75,9 +75,9 @@ in the same run (min cosine of the two servers' vectors 1.000000):
 | 64 | infinity-emb /embeddings | 242.1 | 252.3 / 483.3 | 1.00x |
 
 The same day with ``--queries-per-request 8`` (a client that batches its own queries; the
-peers encode a request's queries in one call; no --infinity, no uvloop): 64 clients 78.9 req/s = 630.8
-queries/s, 70% of that run's limit (905.9), 2.02x the faster peer (312.2 queries/s) with p99 994 vs 1786
-ms; 8 clients 639.3 queries/s, 1.96x; 1 client 1.19x.
+peers encode a request's queries in one call; no --infinity, no uvloop): 64 clients 78.9
+req/s = 630.8 queries/s, 70% of that run's limit (905.9), 2.02x the faster peer (312.2
+queries/s) with p99 994 vs 1786 ms; 8 clients 639.3 queries/s, 1.96x; 1 client 1.19x.
 
 Where the rest goes, on two CPUs (scratch runs before the batch-fill change, 5k index, 64
 clients, ~450 req/s): the service process used about 1.8 of them (/proc/PID/stat) and the
