@@ -237,6 +237,21 @@ def wait_up(url: str, proc: subprocess.Popen, log: Path, limit: float = 180) -> 
     sys.exit(f"server did not start in {limit} s")
 
 
+def table(cells: dict, clients: list[int], names: list[str], peers: list[str], unit: str, versus: str) -> None:
+    """Markdown rows of medians per (name, clients), the ratio to the best of ``peers``."""
+    print(f"| clients | server | req/s | {unit} | p50 ms | p99 ms | errors | req/s vs {versus} |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|")
+    for c in clients:
+        med = {name: {k: statistics.median(r[k] for r in cells[(name, c)]) for k in ("rps", "qps", "p50", "p99")}
+               for name in names}
+        best = max(med[name]["rps"] for name in peers)
+        for name in names:
+            m = med[name]
+            errs = sum(r["errors"] for r in cells[(name, c)])
+            print(f"| {c} | {name} | {m['rps']:.1f} | {m['qps']:.1f} | {m['p50']:.1f} | {m['p99']:.1f} | {errs} | "
+                  f"{m['rps'] / best:.2f}x |")
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data-dir", type=Path, default=Path("../shared/data/chinese-pairs"))
@@ -391,29 +406,10 @@ def main(argv=None) -> None:
     print(f"top-1 agreement simkit serve vs peer: {agree}/50 queries")
     print(f"simkit serve batches: {stats}\n")
     print(f"{args.queries_per_request} queries a request\n")
-    print("| clients | server | req/s | queries/s | p50 ms | p99 ms | errors | req/s vs best peer |")
-    print("|---:|---|---:|---:|---:|---:|---:|---:|")
-    for c in args.clients:
-        med = {name: {k: statistics.median(r[k] for r in cells[(name, c)]) for k in ("rps", "qps", "p50", "p99")}
-               for name in searchers}
-        best = max(med[name]["rps"] for name in PEERS)
-        for name in searchers:
-            m = med[name]
-            errs = sum(r["errors"] for r in cells[(name, c)])
-            print(f"| {c} | {name} | {m['rps']:.1f} | {m['qps']:.1f} | {m['p50']:.1f} | {m['p99']:.1f} | {errs} | "
-                  f"{m['rps'] / best:.2f}x |")
+    table(cells, args.clients, searchers, list(PEERS), "queries/s", "best peer")
     if args.infinity is not None:
         print(f"\n/encode, mean pooling, both servers: min cosine of their vectors over 50 queries {enc_cos:.6f}\n")
-        print("| clients | server | req/s | texts/s | p50 ms | p99 ms | errors | req/s vs infinity-emb |")
-        print("|---:|---|---:|---:|---:|---:|---:|---:|")
-        for c in args.clients:
-            med = {name: {k: statistics.median(r[k] for r in cells[(name, c)]) for k in ("rps", "qps", "p50", "p99")}
-                   for name in encoders}
-            for name in encoders:
-                m = med[name]
-                errs = sum(r["errors"] for r in cells[(name, c)])
-                print(f"| {c} | {name} | {m['rps']:.1f} | {m['qps']:.1f} | {m['p50']:.1f} | {m['p99']:.1f} | "
-                      f"{errs} | {m['rps'] / med['infinity-emb /embeddings']['rps']:.2f}x |")
+        table(cells, args.clients, list(encoders), ["infinity-emb /embeddings"], "texts/s", "infinity-emb")
     top = statistics.median(r["qps"] for r in cells[("simkit serve", max(args.clients))])
     print(f"\nsimkit serve at {max(args.clients)} clients ({args.queries_per_request} queries a request): "
           f"{top:.1f} queries/s = "
