@@ -239,7 +239,7 @@ def wait_up(url: str, proc: subprocess.Popen, log: Path, limit: float = 180) -> 
 
 def table(cells: dict, clients: list[int], names: list[str], peers: list[str], unit: str, versus: str) -> None:
     """Markdown rows of medians per (name, clients), the ratio to the best of ``peers``."""
-    print(f"| clients | server | req/s | {unit} | p50 ms | p99 ms | errors | req/s vs {versus} |")
+    print(f"| clients | server | req/s | {unit} | p50 ms | p99 ms | errors (all runs) | req/s vs {versus} |")
     print("|---:|---|---:|---:|---:|---:|---:|---:|")
     for c in clients:
         med = {name: {k: statistics.median(r[k] for r in cells[(name, c)]) for k in ("rps", "qps", "p50", "p99")}
@@ -333,7 +333,7 @@ def main(argv=None) -> None:
     cmds = {
         "simkit serve": [sys.executable, "-m", "simkit_cli.app", "-q", "serve", *indexes, "--port",
                          str(ports["simkit serve"]), "--threads", str(args.threads), "--max-batch",
-                         str(args.max_batch), "--batch-window-ms", str(args.window_ms), "--max-texts", "64",
+                         str(args.max_batch), "--batch-window-ms", str(args.window_ms), "--max-texts", str(max(64, args.queries_per_request)),
                          "--max-tokens-per-batch", str(args.max_tokens_per_batch),
                          "--dtype", args.dtype],
         **{name: [sys.executable, str(HERE), "--peer", str(tmp), "--port", str(ports[name]),

@@ -34,13 +34,13 @@ def serve(
     port: int = typer.Option(8000, "--port", "-p", min=0, max=65535),
     api_key: str | None = typer.Option(None, "--api-key", envvar="SIMKIT_API_KEY", show_envvar=True,
                                        help="Require this key (Authorization: Bearer KEY)."),
-    max_batch: int = typer.Option(64, "--max-batch", min=1, help="Most texts encoded in one forward pass."),
+    max_batch: int = typer.Option(64, "--max-batch", min=1, help="Most texts encoded in one batch (one model call)."),
     window_ms: float = typer.Option(2.0, "--batch-window-ms", min=0.0,
                                     help="Longest a batch waits for more requests (it starts as soon as "
                                     "as many wait as the last batch held)."),
     max_tokens: int = typer.Option(512, "--max-tokens-per-batch", min=0,
-                                   help="Most padded tokens per forward pass within a batch, shortest texts "
-                                   "first (0: the whole batch in one pass)."),
+                                   help="Most padded tokens per forward pass: a batch is sorted by length and "
+                                   "cut into passes (a longer text runs alone; 0: one pass)."),
     threads: int | None = typer.Option(None, "--threads", min=1, help="torch threads of the model (default: the CPUs allowed)."),
     backend: str | None = typer.Option(None, "--backend", help="Runtime of the model: torch or onnx (ONNX Runtime, "
                                        "simkit[onnx]). [default: torch]",

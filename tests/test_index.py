@@ -73,8 +73,33 @@ def test_small_batches_across_the_blas_switch_are_exact_and_restore_faiss(data, 
         assert (faiss.cvar.distance_compute_blas_threshold, faiss.omp_get_max_threads()) == (threshold, threads)
     with search_tuning(BLAS_MIN_QUERIES):
         assert faiss.cvar.distance_compute_blas_threshold == 0
-    with search_tuning(BLAS_MIN_QUERIES - 1):
-        assert faiss.cvar.distance_compute_blas_threshold == threshold
+    for no_blas in (search_tuning(BLAS_MIN_QUERIES - 1), search_tuning(64, blas=False)):
+        with no_blas:
+            assert faiss.cvar.distance_compute_blas_threshold == threshold
+    # overlapping users (as two threads would leave them: first in, first out) and an error
+    a, b = search_tuning(64), search_tuning(64)
+    a.__enter__()
+    b.__enter__()
+    a.__exit__(None, None, None)
+    assert faiss.cvar.distance_compute_blas_threshold == 0  # b still searches
+    b.__exit__(None, None, None)
+    assert faiss.cvar.distance_compute_blas_threshold == threshold
+    with pytest.raises(RuntimeError), search_tuning(64):
+        raise RuntimeError("a failed search")
+    assert faiss.cvar.distance_compute_blas_threshold == threshold
+
+
+def test_l2_scores_do_not_depend_on_the_batch():
+    """L2 stays on FAISS's exact scan whatever the batch size: a near duplicate of a large
+    vector scores the same searched alone or with others (BLAS's |x|^2 + |y|^2 - 2 x.y
+    would not)."""
+    rng = np.random.default_rng(0)
+    X = (rng.standard_normal((500, 32)) * 100).astype(np.float32)
+    Q = X[:16] + np.float32(1e-3)
+    idx = VectorIndex(preset="flat", metric="l2").add(X)
+    batch = idx.search(Q, top_k=3)
+    alone = [idx.search(q, top_k=3) for q in Q]
+    assert [[h["score"] for h in row] for row in batch] == [[h["score"] for h in row] for row in alone]
 
 
 def test_single_query_and_k_larger_than_ntotal(data):

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import math
+import threading
 import warnings
 
 import faiss
@@ -51,50 +52,66 @@ def resolve_preset(preset: str, n: int, dim: int) -> str:
     return f"IVF{nlist},PQ{m}x{nbits}"
 
 
-# From this many queries on, flat distances go through BLAS (one matrix product per block)
-# rather than FAISS's per-query SIMD scan. FAISS 1.15 switches only when queries x dim reach
-# 128,000 (667 queries at dim 192), a threshold tuned for many cores; on a few cores BLAS is
-# ahead from about 8 queries (bench/search_batches.py measures it).
+# From this many queries on, inner-product distances go through BLAS (one matrix product per
+# block) rather than FAISS's per-query SIMD scan. FAISS 1.15 switches only when queries x dim
+# reach 128,000 (667 queries at dim 192), a threshold tuned for many cores; on a few cores
+# BLAS is ahead from about 8 queries (bench/search_batches.py isolates it).
 BLAS_MIN_QUERIES = 8
+
+# FAISS's BLAS threshold is one process-wide variable: the first search that wants BLAS saves
+# it, the last one to finish puts it back, whatever the order in which threads leave.
+_blas_lock = threading.Lock()
+_blas_users = 0
+_blas_saved = 0
 
 
 class search_tuning:
     """FAISS settings for one search of ``nq`` queries, restored afterwards.
 
-    - Fewer than 20 queries: one OpenMP thread. FAISS's flat, IVF and HNSW searches then
-      parallelise over queries only, so more threads cannot help, but the fork/join of every
-      call costs a lot when the cores are shared (measured here under load: 170 -> 1100
-      single queries/s on 20k x 256 flat).
-    - ``BLAS_MIN_QUERIES`` or more: flat distances (flat indexes, IVF coarse quantizers) by
-      BLAS, whatever the FAISS version's threshold.
+    - Fewer than 20 queries: one OpenMP thread for the calling thread's FAISS calls. FAISS's
+      flat, IVF and HNSW searches then parallelise over queries only, so more threads cannot
+      help, but the fork/join of every call costs a lot when the cores are shared (measured
+      here under load: 170 -> 1100 single queries/s on 20k x 256 flat).
+    - ``blas`` and ``BLAS_MIN_QUERIES`` or more: flat inner-product distances (flat indexes,
+      IVF coarse quantizers) by BLAS, whatever the FAISS version's threshold. Only for inner
+      products: BLAS computes L2 as |x|^2 + |y|^2 - 2 x.y, which loses the small distances
+      of near duplicates, and the scores of a query would then depend on how many others
+      share its search call. The switch is process-wide while any such search runs;
+      inner-product results are the same either way.
 
-    Both settings are process-wide: concurrent searches from other Python threads see them
-    too (the results are the same either way; only the speed differs). A class, not a
-    generator: it runs on every single-query search, where a ``contextlib.contextmanager``
-    costs ~1 us more.
+    A class, not a generator: it runs on every single-query search, where a
+    ``contextlib.contextmanager`` costs ~1 us more.
     """
 
     __slots__ = ("nq", "threads", "blas")
 
-    def __init__(self, nq: int):
+    def __init__(self, nq: int, blas: bool = True):
         self.nq = nq
         self.threads = 0
-        self.blas: int | None = None
+        self.blas = blas and nq >= BLAS_MIN_QUERIES
 
     def __enter__(self) -> None:
+        global _blas_users, _blas_saved
         if self.nq < 20:
             self.threads = faiss.omp_get_max_threads()
             if self.threads > 1:
                 faiss.omp_set_num_threads(1)
-        if self.nq >= BLAS_MIN_QUERIES:
-            self.blas = faiss.cvar.distance_compute_blas_threshold
-            faiss.cvar.distance_compute_blas_threshold = 0
+        if self.blas:
+            with _blas_lock:
+                if _blas_users == 0:
+                    _blas_saved = faiss.cvar.distance_compute_blas_threshold
+                    faiss.cvar.distance_compute_blas_threshold = 0
+                _blas_users += 1
 
     def __exit__(self, *exc) -> None:
+        global _blas_users
         if self.threads > 1:
             faiss.omp_set_num_threads(self.threads)
-        if self.blas is not None:
-            faiss.cvar.distance_compute_blas_threshold = self.blas
+        if self.blas:
+            with _blas_lock:
+                _blas_users -= 1
+                if _blas_users == 0:
+                    faiss.cvar.distance_compute_blas_threshold = _blas_saved
 
 
 def faiss_metric(metric: str) -> int:

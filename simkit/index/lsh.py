@@ -307,7 +307,7 @@ def _ivf_search(b: faiss.IndexBinaryIVF, codes: np.ndarray, k: int, assign: np.n
     pos = np.empty((n, k), np.int64)
     saved, b.nprobe = b.nprobe, nprobe
     try:
-        with fx.search_tuning(n):
+        with fx.search_tuning(n, blas=False):  # binary codes: no float distances
             b.search_preassigned_c(n, faiss.swig_ptr(codes), k, faiss.swig_ptr(assign), faiss.swig_ptr(coarse_dist),
                                    faiss.swig_ptr(dist), faiss.swig_ptr(pos), False)
     finally:

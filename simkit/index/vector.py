@@ -171,7 +171,7 @@ class VectorIndex(BaseIndex):
             saved.append((self._hnsw, "efSearch", self._hnsw.efSearch))
             self._hnsw.efSearch = int(efSearch)
         try:
-            with fx.search_tuning(X.shape[0]):
+            with fx.search_tuning(X.shape[0], blas=self.metric != "l2"):
                 D, L = self.index_.search(X, k)
         finally:
             for obj, name, value in saved:

@@ -7,8 +7,9 @@ within a short window, up to ``max_batch`` texts, encodes them in one call on th
 hands each request its result back through a future. While the model is busy, new requests
 queue up and form the next batch, so the batch grows with the load. A batch starts once as
 many texts wait as the previous batch held (the clients just answered tend to send again),
-or when it is full, or after the window: a lone client never waits, and under load the
-batches stay full instead of starting with the few requests that came back first.
+or when it is full, or after the window: a lone client waits at most the window (not at all
+when its requests keep their size), and under load the batches stay full instead of
+starting with the few requests that came back first.
 
 What follows the encode is batched too: a request names a *step* (its pipeline's transform
 chain, then perhaps an index search), and the requests of one batch whose steps share a
@@ -136,6 +137,7 @@ class MicroBatcher:
             if not job.future.done():
                 job.future.set_exception(RuntimeError("the server is shutting down"))
         self._pending.clear()
+        self._n_pending, self._done, self._last_n = 0, 0.0, 0  # a new loop has its own clock
 
     def _take(self) -> list[_Job]:
         jobs, n = [], 0
@@ -161,8 +163,10 @@ class MicroBatcher:
             # held (its clients, just answered, are likely to send again), or the window is
             # over, counted from the first job's arrival or, if it queued while the model was
             # busy, from the end of that batch.
-            target = min(self.max_batch, max(1, self._last_n))
-            deadline = max(self._pending[0].arrived, self._done) + self.window
+            first = self._pending[0].arrived
+            idle = first - self._done > self.window  # nobody came back from the last batch
+            target = 1 if idle else min(self.max_batch, max(1, self._last_n))
+            deadline = max(first, self._done) + self.window
             while self._n_pending < target:
                 left = deadline - loop.time()
                 if left <= 0:
