@@ -313,8 +313,7 @@ def main(argv=None) -> None:
                 pipe.encode(queries[s:s + args.max_batch], batch_size=args.max_batch)
             raw.append(512 / (time.perf_counter() - t))
         raw_rates[budget] = statistics.median(raw)
-    raw_budget = max(raw_rates, key=raw_rates.get)
-    raw_rate = raw_rates[raw_budget]
+    raw_rate = max(raw_rates.values())
     del pipe
 
     indexes = [str(tmp / "idx")]
@@ -340,9 +339,9 @@ def main(argv=None) -> None:
                   "--threads", str(args.threads), "--peer-mode", mode] for name, mode in PEERS.items()},
     }
     bodies = {name: (lambda qs: {"index": "idx", "queries": qs, "top_k": 10}) for name in cmds}
-    # /encode cells: (server, path, body) against infinity-emb's /embeddings
-    encoders = {"simkit serve /encode": ("simkit serve", "/encode", lambda qs: {"index": "mean", "texts": qs})}
+    encoders = {}  # /encode cells, name: (server, path, body), against infinity-emb's /embeddings
     if args.infinity is not None:
+        encoders["simkit serve /encode"] = ("simkit serve", "/encode", lambda qs: {"index": "mean", "texts": qs})
         ports["infinity-emb"] = free_port()
         cmds["infinity-emb"] = [str(args.infinity), "v2", "--model-id", str(tmp / "hf"), "--host", "127.0.0.1",
                                 "--port", str(ports["infinity-emb"]), "--engine", "torch", "--device", "cpu",
@@ -375,9 +374,7 @@ def main(argv=None) -> None:
             enc_cos = float(((a / np.linalg.norm(a, axis=1, keepdims=True))
                              * (b / np.linalg.norm(b, axis=1, keepdims=True))).sum(1).min())
         searchers = [name for name in cmds if name != "infinity-emb"]
-        routes = {name: (name, "/search", bodies[name]) for name in searchers}
-        if args.infinity is not None:
-            routes.update(encoders)
+        routes = {**{name: (name, "/search", bodies[name]) for name in searchers}, **encoders}
         cells: dict[tuple[str, int], list[dict]] = {}
         for c in args.clients:
             for r in range(args.repeats):

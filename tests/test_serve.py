@@ -235,6 +235,16 @@ def test_request_timeout_is_a_json_504(server, monkeypatch):
         assert httpx.get(slow.url + "/health", timeout=20).status_code == 200
 
 
+def test_cli_token_budget_default_is_the_batchers():
+    """The CLI spells the default out (importing simkit.serve there would need the extra)."""
+    import inspect
+
+    from simkit.serve.batcher import MAX_TOKENS_PER_BATCH
+    from simkit_cli.serve import serve
+
+    assert inspect.signature(serve).parameters["max_tokens"].default.default == MAX_TOKENS_PER_BATCH
+
+
 def test_batches_wait_for_as_many_as_the_last_batch_held():
     """A lone request starts at once, whatever the window; after a batch of four, the next
     waits (up to the window) until four texts are there again, so it is not split."""

@@ -76,8 +76,8 @@ class search_tuning:
       IVF coarse quantizers) by BLAS, whatever the FAISS version's threshold. Only for inner
       products: BLAS computes L2 as |x|^2 + |y|^2 - 2 x.y, which loses the small distances
       of near duplicates, and the scores of a query would then depend on how many others
-      share its search call. The switch is process-wide while any such search runs;
-      inner-product results are the same either way.
+      share its search call. The switch is process-wide while any such search runs; inner
+      products by either path differ only by float rounding.
 
     A class, not a generator: it runs on every single-query search, where a
     ``contextlib.contextmanager`` costs ~1 us more.

@@ -80,6 +80,11 @@ class _Job:
     arrived: float = field(default=0.0)
 
 
+# Padded tokens per forward pass inside one batch: small enough that a long query pads few
+# others, large enough that short questions still run dozens to a pass.
+MAX_TOKENS_PER_BATCH = 512
+
+
 class MicroBatcher:
     """Gather texts of concurrent requests into one ``encoder.encode`` call on the model thread.
 
@@ -95,7 +100,8 @@ class MicroBatcher:
     """
 
     def __init__(self, encoder, model_thread: OneThread, max_batch: int = 64,
-                 window_ms: float = 2.0, batch_size: int = 64, max_tokens_per_batch: int = 512):
+                 window_ms: float = 2.0, batch_size: int = 64,
+                 max_tokens_per_batch: int = MAX_TOKENS_PER_BATCH):
         self.encoder = encoder
         self.model_thread = model_thread
         self.max_batch = max(1, int(max_batch))

@@ -21,7 +21,7 @@ from typing import Any
 
 from .. import fsutil
 from ..errors import FormatError, InputError
-from .batcher import MicroBatcher, OneThread
+from .batcher import MAX_TOKENS_PER_BATCH, MicroBatcher, OneThread
 
 log = logging.getLogger("simkit.serve")
 
@@ -72,7 +72,8 @@ class Registry:
 
     def __init__(self, paths: dict[str, str | os.PathLike], *, max_batch: int = 64,
                  window_ms: float = 2.0, threads: int | None = None, warmup: bool = True,
-                 backend: str | None = None, dtype: str | None = None, max_tokens_per_batch: int = 512):
+                 backend: str | None = None, dtype: str | None = None,
+                 max_tokens_per_batch: int = MAX_TOKENS_PER_BATCH):
         self.max_batch, self.window_ms, self.threads, self.warmup = max_batch, window_ms, threads, warmup
         self.max_tokens_per_batch = max_tokens_per_batch
         # Runtime of the model (None: as each index's pipeline loads); the weights are the same.
