@@ -239,8 +239,9 @@ def test_cli_token_budget_default_is_the_batchers():
     """The CLI spells the default out (importing simkit.serve there would need the extra)."""
     import inspect
 
-    from simkit.serve.batcher import MAX_TOKENS_PER_BATCH
     from simkit_cli.serve import serve
+
+    from simkit.serve.batcher import MAX_TOKENS_PER_BATCH
 
     assert inspect.signature(serve).parameters["max_tokens"].default.default == MAX_TOKENS_PER_BATCH
 

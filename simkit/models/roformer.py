@@ -1,0 +1,91 @@
+"""RoFormer self-attention with a cheaper rotary step and fused attention for inference.
+
+transformers' ``RoFormerSelfAttention`` applies RoPE with about a dozen tensor ops per layer
+(two stacks of sin / cos, negations, strided copies, four products) and computes attention
+as matmul, divide, add, softmax, matmul. On a small model over short texts those element-wise
+kernels cost as much as the linear layers. This subclass keeps the module's parameters and
+interface and changes two things:
+
+* **RoPE as one complex product.** A pair ``(a, b)`` of adjacent features rotated by θ is
+  ``(a cos θ - b sin θ, b cos θ + a sin θ)``, the product of ``a + ib`` and ``e^{iθ}``:
+  the same four products and two sums, so the result equals transformers' formula
+  (tested to float32 rounding), for the encoder, the trainer and the KV-cached decoder alike.
+* **Fused attention in inference.** Without training, a cache, cross-attention or returned
+  attention weights, scores go through ``scaled_dot_product_attention`` with the same
+  additive mask and the same 1/sqrt(head size) scale; anything else falls back to the
+  parent's code, so training (attention dropout) and generation are unchanged.
+
+>>> use_fast_attention(RoFormerModel(config))                  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers.models.roformer.modeling_roformer import RoFormerSelfAttention
+
+
+def _rotate(x: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
+    """``x`` (..., D) with adjacent feature pairs rotated by ``rotation`` (complex, ..., D/2)."""
+    pairs = torch.view_as_complex(x.unflatten(-1, (-1, 2)))
+    return torch.view_as_real(pairs * rotation).flatten(-2)
+
+
+def _exporting() -> bool:
+    # ONNX has no complex tensors, and ONNX Runtime fuses transformers' attention pattern
+    # itself: an export records the parent's code.
+    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+
+
+def _complex_ok(x: torch.Tensor) -> bool:
+    # view_as_complex needs float32 / float64 pairs that are adjacent in memory, with every
+    # other stride even; bf16 (no complex type) and odd layouts take transformers' formula.
+    if _exporting():
+        return False
+    return (x.dtype in (torch.float32, torch.float64) and x.stride(-1) == 1
+            and all(s % 2 == 0 for s in x.stride()[:-1]) and x.storage_offset() % 2 == 0)
+
+
+class FastRoFormerSelfAttention(RoFormerSelfAttention):
+    """``RoFormerSelfAttention`` with one-product RoPE and, in inference, fused attention."""
+
+    @staticmethod
+    def apply_rotary_position_embeddings(sinusoidal_pos, query_layer, key_layer, value_layer=None):
+        layers = [t for t in (query_layer, key_layer, value_layer) if t is not None]
+        if not all(_complex_ok(t) for t in layers) or sinusoidal_pos.dtype != query_layer.dtype:
+            return RoFormerSelfAttention.apply_rotary_position_embeddings(
+                sinusoidal_pos, query_layer, key_layer, value_layer)
+        sin, cos = sinusoidal_pos.chunk(2, dim=-1)  # transformers' layout: sin half, cos half
+        rotation = torch.complex(cos, sin)
+        return tuple(_rotate(t, rotation) for t in layers)
+
+    def forward(self, hidden_states, attention_mask=None, sinusoidal_pos=None,
+                encoder_hidden_states=None, cache=None, output_attentions=False, **kwargs):
+        if (self.training or cache is not None or encoder_hidden_states is not None
+                or output_attentions or sinusoidal_pos is None or _exporting()):
+            return super().forward(hidden_states, attention_mask=attention_mask,
+                                   sinusoidal_pos=sinusoidal_pos,
+                                   encoder_hidden_states=encoder_hidden_states, cache=cache,
+                                   output_attentions=output_attentions, **kwargs)
+        shape = (*hidden_states.shape[:-1], -1, self.attention_head_size)
+        q, k, v = (proj(hidden_states).view(shape).transpose(1, 2)
+                   for proj in (self.query, self.key, self.value))
+        if self.rotary_value:
+            q, k, v = self.apply_rotary_position_embeddings(sinusoidal_pos, q, k, v)
+        else:
+            q, k = self.apply_rotary_position_embeddings(sinusoidal_pos, q, k)
+        if attention_mask is not None:
+            attention_mask = attention_mask.to(q.dtype)
+        context = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask)
+        return context.transpose(1, 2).reshape(*hidden_states.shape[:-1], self.all_head_size), None
+
+
+def use_fast_attention(model: nn.Module) -> nn.Module:
+    """Switch every ``RoFormerSelfAttention`` in ``model`` to the fast subclass, in place.
+
+    Only the class changes: parameters, buffers and state-dict keys stay as they are, so
+    checkpoints load and save exactly as before."""
+    for module in model.modules():
+        if type(module) is RoFormerSelfAttention:
+            module.__class__ = FastRoFormerSelfAttention
+    return model

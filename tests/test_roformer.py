@@ -1,0 +1,123 @@
+"""The fast RoFormer attention computes what transformers' module computes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from transformers import RoFormerConfig, RoFormerModel
+from transformers.models.roformer.modeling_roformer import (
+    RoFormerSelfAttention,
+    RoFormerSinusoidalPositionalEmbedding,
+)
+
+from simkit.models.roformer import FastRoFormerSelfAttention, use_fast_attention
+from simkit.models.simbert import build_backbone, unilm_attention_mask
+
+CONFIG = dict(vocab_size=50, embedding_size=32, hidden_size=32, num_hidden_layers=2,
+              num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)
+
+
+def _positions(length: int, dim: int) -> torch.Tensor:
+    """transformers' sinusoid table, shaped as RoFormerEncoder passes it: (1, 1, L, D)."""
+    return RoFormerSinusoidalPositionalEmbedding(64, dim).create_weight()[:length][None, None]
+
+
+@pytest.mark.parametrize("with_value", [False, True])
+def test_rotary_equals_transformers_formula(with_value):
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(3, 2, 11, 16, generator=g) for _ in range(3))
+    pos = _positions(11, 16)
+    args = (pos, q, k, v) if with_value else (pos, q, k)
+    ref = RoFormerSelfAttention.apply_rotary_position_embeddings(*args)
+    got = FastRoFormerSelfAttention.apply_rotary_position_embeddings(*args)
+    assert len(got) == len(ref)
+    for a, b in zip(got, ref):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+
+
+def test_rotary_per_sequence_positions_and_odd_layouts():
+    # The decoder rotates one token per sequence at its own position: (B, 1, 1, D) tables.
+    g = torch.Generator().manual_seed(1)
+    table = _positions(40, 16)[0, 0]
+    pos = table[torch.tensor([3, 17, 39])][:, None, None, :]
+    q, k = torch.randn(3, 2, 1, 16, generator=g), torch.randn(3, 2, 1, 16, generator=g)
+    ref = RoFormerSelfAttention.apply_rotary_position_embeddings(pos, q, k)
+    got = FastRoFormerSelfAttention.apply_rotary_position_embeddings(pos, q, k)
+    for a, b in zip(got, ref):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+    # bf16 has no complex type and an odd offset cannot be viewed as pairs: the parent's formula.
+    pos16 = _positions(5, 16).to(torch.bfloat16)
+    qb = torch.randn(1, 2, 5, 16).to(torch.bfloat16)
+    for a, b in zip(FastRoFormerSelfAttention.apply_rotary_position_embeddings(pos16, qb, qb),
+                    RoFormerSelfAttention.apply_rotary_position_embeddings(pos16, qb, qb)):
+        assert torch.equal(a, b)
+    odd = torch.randn(1, 2, 5, 17)[..., 1:]
+    for a, b in zip(FastRoFormerSelfAttention.apply_rotary_position_embeddings(_positions(5, 16), odd, odd),
+                    RoFormerSelfAttention.apply_rotary_position_embeddings(_positions(5, 16), odd, odd)):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+
+
+def _pair():
+    torch.manual_seed(0)
+    ref = RoFormerModel(RoFormerConfig(**CONFIG)).eval()
+    fast = use_fast_attention(RoFormerModel(RoFormerConfig(**CONFIG)).eval())
+    fast.load_state_dict(ref.state_dict())
+    return ref, fast
+
+
+def test_fast_model_equals_transformers_model_in_inference():
+    ref, fast = _pair()
+    assert all(type(layer.attention.self) is FastRoFormerSelfAttention for layer in fast.encoder.layer)
+    assert list(fast.state_dict()) == list(ref.state_dict())
+    ids = torch.randint(1, 50, (4, 9), generator=torch.Generator().manual_seed(2))
+    mask = torch.ones_like(ids)
+    mask[1, 5:] = mask[3, 2:] = 0  # right padding of unequal lengths
+    types = torch.zeros_like(ids)
+    types[:, 4:] = 1
+    with torch.inference_mode():
+        for kwargs in ({"attention_mask": mask},
+                       {"attention_mask": unilm_attention_mask(types, mask, torch.float32)}):
+            a = ref(ids, **kwargs, output_hidden_states=True).hidden_states
+            b = fast(ids, **kwargs, output_hidden_states=True).hidden_states
+            for x, y in zip(a, b):
+                keep = mask.bool()  # padded rows attend to nothing real: never read
+                torch.testing.assert_close(y[keep], x[keep], rtol=1e-5, atol=1e-5)
+
+
+def test_training_and_attention_weights_take_the_parent_path():
+    ref, fast = _pair()
+    ref.train(), fast.train()
+    ids = torch.randint(1, 50, (2, 7), generator=torch.Generator().manual_seed(3))
+    torch.manual_seed(5)
+    a = ref(ids).last_hidden_state
+    torch.manual_seed(5)
+    b = fast(ids).last_hidden_state
+    torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-6)  # same dropout draws: same code
+    a.sum().backward(), b.sum().backward()
+    for (name, p), q in zip(ref.named_parameters(), fast.parameters()):
+        if p.grad is not None:
+            torch.testing.assert_close(q.grad, p.grad, rtol=1e-5, atol=1e-6, msg=name)
+    ref.eval(), fast.eval()
+    with torch.inference_mode():
+        out = fast(ids, output_attentions=True)
+    assert out.attentions is not None and out.attentions[0].shape == (2, 2, 7, 7)
+
+
+def test_build_backbone_uses_the_fast_module():
+    model = build_backbone("roformer", RoFormerConfig(**CONFIG))
+    kinds = {type(m) for m in model.modules() if isinstance(m, RoFormerSelfAttention)}
+    assert kinds == {FastRoFormerSelfAttention}
+
+
+def test_bundled_model_vectors_unchanged():
+    from simkit.encoder import Encoder
+
+    enc = Encoder(num_threads=1)
+    texts = ["花呗怎么还款", "借呗的额度可以提高吗", "我想取消这笔订单，钱什么时候退回"]
+    fast = enc.encode(texts, normalize_embeddings=True)
+    for m in enc.model.modules():
+        if type(m) is FastRoFormerSelfAttention:
+            m.__class__ = RoFormerSelfAttention
+    plain = enc.encode(texts, normalize_embeddings=True)
+    assert np.abs(fast - plain).max() < 1e-5
