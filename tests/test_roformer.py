@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -11,7 +13,7 @@ from transformers.models.roformer.modeling_roformer import (
     RoFormerSinusoidalPositionalEmbedding,
 )
 
-from simkit.models.roformer import FastRoFormerSelfAttention, use_fast_attention
+from simkit.models.roformer import FastRoFormerSelfAttention, fuse_qkv, use_fast_attention
 from simkit.models.simbert import build_backbone, unilm_attention_mask
 
 CONFIG = dict(vocab_size=50, embedding_size=32, hidden_size=32, num_hidden_layers=2,
@@ -121,3 +123,37 @@ def test_bundled_model_vectors_unchanged():
             m.__class__ = RoFormerSelfAttention
     plain = enc.encode(texts, normalize_embeddings=True)
     assert np.abs(fast - plain).max() < 1e-5
+
+
+def test_fused_qkv_equals_three_projections():
+    ref, fast = _pair()
+    fused = fuse_qkv(copy.deepcopy(fast))
+    assert all(layer.attention.self.qkv.out_features == 3 * 32 for layer in fused.encoder.layer)
+    ids = torch.randint(1, 50, (3, 8), generator=torch.Generator().manual_seed(4))
+    mask = torch.ones_like(ids)
+    mask[2, 3:] = 0
+    with torch.inference_mode():
+        a, b = ref(ids, attention_mask=mask).last_hidden_state, fused(ids, attention_mask=mask).last_hidden_state
+    torch.testing.assert_close(b[mask.bool()], a[mask.bool()], rtol=1e-5, atol=1e-5)
+    # Training never reads the snapshot: wrecking it changes nothing there.
+    for layer in fused.encoder.layer:
+        torch.nn.init.zeros_(layer.attention.self.qkv.weight)
+    fast.train(), fused.train()
+    torch.manual_seed(6)
+    a = fast(ids).last_hidden_state
+    torch.manual_seed(6)
+    torch.testing.assert_close(fused(ids).last_hidden_state, a)
+
+
+def test_int8_encoder_runs_one_fused_projection(tiny_roformer_dir):
+    from simkit.encoder import Encoder
+
+    enc = Encoder(tiny_roformer_dir, dtype="int8", num_threads=1)
+    names = {type(m).__name__ for m in enc.int8_backbone_.modules()}
+    qkv = [m.qkv for m in enc.int8_backbone_.modules() if isinstance(m, FastRoFormerSelfAttention)]
+    assert qkv and all(type(q).__module__.startswith("torch.ao.nn.quantized") for q in qkv), names
+    assert not any("qkv" in k for k in enc.model.state_dict())  # the fp32 model is untouched
+    texts = ["花呗怎么还款", "借呗能提前还吗"]
+    cos = (Encoder(tiny_roformer_dir, num_threads=1).encode(texts, normalize_embeddings=True)
+           * enc.encode(texts, normalize_embeddings=True)).sum(1)
+    assert cos.min() > 0.99

@@ -68,8 +68,12 @@ class FastRoFormerSelfAttention(RoFormerSelfAttention):
                                    encoder_hidden_states=encoder_hidden_states, cache=cache,
                                    output_attentions=output_attentions, **kwargs)
         shape = (*hidden_states.shape[:-1], -1, self.attention_head_size)
-        q, k, v = (proj(hidden_states).view(shape).transpose(1, 2)
-                   for proj in (self.query, self.key, self.value))
+        fused = self._modules.get("qkv")
+        if fused is not None:
+            projected = fused(hidden_states).split(self.all_head_size, dim=-1)
+        else:
+            projected = (proj(hidden_states) for proj in (self.query, self.key, self.value))
+        q, k, v = (t.view(shape).transpose(1, 2) for t in projected)
         if self.rotary_value:
             q, k, v = self.apply_rotary_position_embeddings(sinusoidal_pos, q, k, v)
         else:
@@ -88,4 +92,22 @@ def use_fast_attention(model: nn.Module) -> nn.Module:
     for module in model.modules():
         if type(module) is RoFormerSelfAttention:
             module.__class__ = FastRoFormerSelfAttention
+    return model
+
+
+def fuse_qkv(model: nn.Module) -> nn.Module:
+    """Give each fast attention module of ``model`` one projection for query, key and value
+    (a ``qkv`` linear layer of their stacked weights), in place; inference then runs one
+    matrix product where it ran three. For frozen inference copies only (the int8 encoder):
+    ``qkv`` is a snapshot that training would leave stale, and it adds state-dict keys."""
+    for m in model.modules():
+        if isinstance(m, FastRoFormerSelfAttention):
+            parts = (m.query, m.key, m.value)
+            w = parts[0].weight
+            qkv = nn.Linear(w.shape[1], sum(p.out_features for p in parts), device=w.device,
+                            dtype=w.dtype)
+            with torch.no_grad():
+                qkv.weight.copy_(torch.cat([p.weight for p in parts]))
+                qkv.bias.copy_(torch.cat([p.bias for p in parts]))
+            m.qkv = qkv
     return model
