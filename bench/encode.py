@@ -20,17 +20,26 @@ fraction of it the simkit fp32 paths reach in useful FLOPs (no padding counted).
     make bench-deps
     python bench/encode.py --sentences ../shared/data/chinese-pairs/sentences --n 10000 --repeats 3
 
-Measured 2026-11-27 with ``--sentences ../shared/data/chinese-pairs/sentences --n 10000
---repeats 2`` (Intel Xeon, AVX-512 VNNI + bf16, no AMX; 2 threads; load 1.0 at the start, 3.4
-at the end, the bench's own threads; the bundled model is the stage-10 one), ratio to the
+Measured 2026-11-28 with ``--sentences ../shared/data/chinese-pairs/sentences --n 10000
+--repeats 2`` (Intel Xeon, AVX-512 VNNI + bf16, no AMX; 2 threads; load 1.45 at the start,
+3.1 at the end, the bench's own threads), after the fast RoFormer attention (RoPE as one
+complex product, fused attention in inference, one fused q/k/v int8 product), ratio to the
 fastest peer (sentence-transformers fp32 in both), every cosine to fp32 >= 0.9998:
 
-* MiniLM shape: simkit torch int8 2.26x (1511 sent/s), onnx int8 1.71x, torch fp32 1.12x
-  (67% of the measured 328 GFLOP/s matmul peak), onnx fp32 1.10x, torch bf16 0.68x; plain
-  onnxruntime fp32 / int8 0.50x / 0.90x.
-* bundled (8 x 192): simkit torch int8 1.60x (1938 sent/s), onnx int8 1.33x, torch fp32
-  1.23x (45% of 330 GFLOP/s), onnx fp32 1.02x, torch bf16 0.87x; plain onnxruntime fp32 /
-  int8 0.52x / 0.67x.
+* MiniLM shape (BERT, unchanged by that work): simkit torch int8 2.18x (1439 sent/s), onnx
+  int8 1.72x, torch fp32 1.09x (65% of the measured 329 GFLOP/s matmul peak), onnx fp32
+  1.06x, torch bf16 0.69x; plain onnxruntime fp32 / int8 0.48x / 0.87x.
+* bundled (8 x 192): simkit torch int8 1.95x (2277 sent/s), onnx int8 1.35x, torch fp32
+  1.36x (49% of 325 GFLOP/s), onnx fp32 1.06x, torch bf16 0.89x; plain onnxruntime fp32 /
+  int8 0.53x / 0.68x.
+
+Two runs of the same command between the RoPE / attention change and the fused q/k/v:
+bundled torch int8 1.96x and 1.84x, torch fp32 1.45x and 1.34x; MiniLM torch int8 2.21x.
+The fused q/k/v measured +10% in a scratch A/B in one process (2360 vs 2144 sent/s, 4k
+sentences); across whole runs it is inside the run-to-run spread.
+
+Before that work (2026-11-27, same command, load 1.0 -> 3.4): MiniLM torch int8 2.26x, onnx
+int8 1.71x, torch fp32 1.12x; bundled torch int8 1.60x, onnx int8 1.33x, torch fp32 1.23x.
 
 The run before it (same command, load 1.5 -> 3.3, torch int8 then run outside the Encoder by
 torch's ``quantize_dynamic`` in this script): MiniLM onnx int8 1.99x, torch int8 2.00x, torch
