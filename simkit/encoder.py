@@ -323,11 +323,11 @@ class Encoder:
 def _quantize_dynamic(backbone: torch.nn.Module) -> torch.nn.Module:
     """A copy of ``backbone`` whose ``nn.Linear`` layers run in dynamic int8 (qint8 weights,
     per-batch activation scales); ``self.model`` keeps the fp32 weights, so save, export and
-    the fingerprint see the original. RoFormer attention gets one fused q/k/v layer first
+    the fingerprint see the original. Attention gets one fused q/k/v layer first
     (one int8 product and one activation quantisation where there were three)."""
     import copy
 
-    from .models.roformer import fuse_qkv
+    from .models.attention import fuse_qkv
 
     with warnings.catch_warnings():
         # torch 2.13 marks the eager quantisation API deprecated in favour of torchao; simkit

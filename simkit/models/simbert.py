@@ -58,7 +58,7 @@ def build_backbone(backbone: Backbone, config) -> nn.Module:
         return BertModel(config, add_pooling_layer=False)
     from transformers import RoFormerModel
 
-    from .roformer import use_fast_attention
+    from .attention import use_fast_attention
 
     return use_fast_attention(RoFormerModel(config))
 

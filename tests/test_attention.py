@@ -1,4 +1,4 @@
-"""The fast RoFormer attention computes what transformers' module computes."""
+"""The fast attention modules compute what transformers' modules compute."""
 
 from __future__ import annotations
 
@@ -8,12 +8,18 @@ import numpy as np
 import pytest
 import torch
 from transformers import RoFormerConfig, RoFormerModel
+from transformers.models.bert.modeling_bert import BertSelfAttention
 from transformers.models.roformer.modeling_roformer import (
     RoFormerSelfAttention,
     RoFormerSinusoidalPositionalEmbedding,
 )
 
-from simkit.models.roformer import FastRoFormerSelfAttention, fuse_qkv, use_fast_attention
+from simkit.models.attention import (
+    FastRoFormerSelfAttention,
+    FusedQKVBertSelfAttention,
+    fuse_qkv,
+    use_fast_attention,
+)
 from simkit.models.simbert import build_backbone, unilm_attention_mask
 
 CONFIG = dict(vocab_size=50, embedding_size=32, hidden_size=32, num_hidden_layers=2,
@@ -145,15 +151,43 @@ def test_fused_qkv_equals_three_projections():
     torch.testing.assert_close(fused(ids).last_hidden_state, a)
 
 
-def test_int8_encoder_runs_one_fused_projection(tiny_roformer_dir):
+def test_int8_encoder_runs_one_fused_projection(tiny_model_dir):
     from simkit.encoder import Encoder
 
-    enc = Encoder(tiny_roformer_dir, dtype="int8", num_threads=1)
-    names = {type(m).__name__ for m in enc.int8_backbone_.modules()}
-    qkv = [m.qkv for m in enc.int8_backbone_.modules() if isinstance(m, FastRoFormerSelfAttention)]
-    assert qkv and all(type(q).__module__.startswith("torch.ao.nn.quantized") for q in qkv), names
+    enc = Encoder(tiny_model_dir, dtype="int8", num_threads=1)
+    attention = [m for m in enc.int8_backbone_.modules()
+                 if isinstance(m, (FastRoFormerSelfAttention, FusedQKVBertSelfAttention))]
+    assert len(attention) == 2
+    assert all(type(m.qkv).__module__.startswith("torch.ao.nn.quantized") for m in attention)
     assert not any("qkv" in k for k in enc.model.state_dict())  # the fp32 model is untouched
+    assert not any(isinstance(m, FusedQKVBertSelfAttention) for m in enc.model.modules())
     texts = ["花呗怎么还款", "借呗能提前还吗"]
-    cos = (Encoder(tiny_roformer_dir, num_threads=1).encode(texts, normalize_embeddings=True)
+    cos = (Encoder(tiny_model_dir, num_threads=1).encode(texts, normalize_embeddings=True)
            * enc.encode(texts, normalize_embeddings=True)).sum(1)
     assert cos.min() > 0.99
+
+
+def test_fused_bert_equals_transformers_bert():
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=64)
+    ref = BertModel(cfg, add_pooling_layer=False).eval()
+    fused = fuse_qkv(copy.deepcopy(ref))
+    kinds = {type(m) for m in fused.modules() if isinstance(m, BertSelfAttention)}
+    assert kinds == {FusedQKVBertSelfAttention}
+    ids = torch.randint(1, 50, (3, 8), generator=torch.Generator().manual_seed(7))
+    mask = torch.ones_like(ids)
+    mask[1, 4:] = 0
+    with torch.inference_mode():
+        a = ref(ids, attention_mask=mask).last_hidden_state
+        b = fused(ids, attention_mask=mask).last_hidden_state
+    torch.testing.assert_close(b[mask.bool()], a[mask.bool()], rtol=1e-5, atol=1e-5)
+    for layer in fused.encoder.layer:  # training never reads the snapshot
+        torch.nn.init.zeros_(layer.attention.self.qkv.weight)
+    ref.train(), fused.train()
+    torch.manual_seed(8)
+    a = ref(ids, attention_mask=mask).last_hidden_state
+    torch.manual_seed(8)
+    torch.testing.assert_close(fused(ids, attention_mask=mask).last_hidden_state, a)

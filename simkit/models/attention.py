@@ -1,10 +1,10 @@
-"""RoFormer self-attention with a cheaper rotary step and fused attention for inference.
+"""Faster self-attention for the two backbones, computing what transformers' modules compute.
 
-transformers' ``RoFormerSelfAttention`` applies RoPE with about a dozen tensor ops per layer
-(two stacks of sin / cos, negations, strided copies, four products) and computes attention
-as matmul, divide, add, softmax, matmul. On a small model over short texts those element-wise
-kernels cost as much as the linear layers. This subclass keeps the module's parameters and
-interface and changes two things:
+**RoFormer.** transformers' ``RoFormerSelfAttention`` applies RoPE with about a dozen tensor
+ops per layer (two stacks of sin / cos, negations, strided copies, four products) and
+computes attention as matmul, divide, add, softmax, matmul. On a small model over short
+texts those element-wise kernels cost as much as the linear layers.
+:class:`FastRoFormerSelfAttention` keeps the module's parameters and interface and changes:
 
 * **RoPE as one complex product.** A pair ``(a, b)`` of adjacent features rotated by θ is
   ``(a cos θ - b sin θ, b cos θ + a sin θ)``, the product of ``a + ib`` and ``e^{iθ}``:
@@ -15,13 +15,25 @@ interface and changes two things:
   additive mask and the same 1/sqrt(head size) scale; anything else falls back to the
   parent's code, so training (attention dropout) and generation are unchanged.
 
+**One q/k/v product** (:func:`fuse_qkv`, both backbones). Frozen inference copies (the int8
+encoder) get one linear layer of the stacked query / key / value weights: one matrix
+product and, in dynamic int8, one activation quantisation where there were three. BERT's
+attention itself is already transformers' SDPA; :class:`FusedQKVBertSelfAttention` only
+swaps the projection.
+
 >>> use_fast_attention(RoFormerModel(config))                  # doctest: +SKIP
+>>> fuse_qkv(copy.deepcopy(model))                             # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+from transformers.models.bert.modeling_bert import (
+    ALL_ATTENTION_FUNCTIONS,
+    BertSelfAttention,
+    eager_attention_forward,
+)
 from transformers.models.roformer.modeling_roformer import RoFormerSelfAttention
 
 
@@ -84,6 +96,26 @@ class FastRoFormerSelfAttention(RoFormerSelfAttention):
         return context.transpose(1, 2).reshape(*hidden_states.shape[:-1], self.all_head_size), None
 
 
+class FusedQKVBertSelfAttention(BertSelfAttention):
+    """``BertSelfAttention`` that projects query, key and value with one ``qkv`` layer when it
+    has one (see :func:`fuse_qkv`) and runs inference; otherwise the parent's code."""
+
+    def forward(self, hidden_states, attention_mask=None, cache=None, **kwargs):
+        fused = self._modules.get("qkv")
+        if fused is None or self.training or cache is not None or _exporting():
+            return super().forward(hidden_states, attention_mask=attention_mask, cache=cache,
+                                   **kwargs)
+        input_shape = hidden_states.shape[:-1]
+        shape = (*input_shape, -1, self.attention_head_size)
+        q, k, v = (t.view(shape).transpose(1, 2)
+                   for t in fused(hidden_states).split(self.all_head_size, dim=-1))
+        attend = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation,
+                                                       eager_attention_forward)
+        out, weights = attend(self, q, k, v, attention_mask, dropout=0.0, scaling=self.scaling,
+                              **kwargs)
+        return out.reshape(*input_shape, -1).contiguous(), weights
+
+
 def use_fast_attention(model: nn.Module) -> nn.Module:
     """Switch every ``RoFormerSelfAttention`` in ``model`` to the fast subclass, in place.
 
@@ -96,18 +128,21 @@ def use_fast_attention(model: nn.Module) -> nn.Module:
 
 
 def fuse_qkv(model: nn.Module) -> nn.Module:
-    """Give each fast attention module of ``model`` one projection for query, key and value
+    """Give each self-attention module of ``model`` one projection for query, key and value
     (a ``qkv`` linear layer of their stacked weights), in place; inference then runs one
     matrix product where it ran three. For frozen inference copies only (the int8 encoder):
     ``qkv`` is a snapshot that training would leave stale, and it adds state-dict keys."""
     for m in model.modules():
-        if isinstance(m, FastRoFormerSelfAttention):
-            parts = (m.query, m.key, m.value)
-            w = parts[0].weight
-            qkv = nn.Linear(w.shape[1], sum(p.out_features for p in parts), device=w.device,
-                            dtype=w.dtype)
-            with torch.no_grad():
-                qkv.weight.copy_(torch.cat([p.weight for p in parts]))
-                qkv.bias.copy_(torch.cat([p.bias for p in parts]))
-            m.qkv = qkv
+        if type(m) is BertSelfAttention:
+            m.__class__ = FusedQKVBertSelfAttention
+        if not isinstance(m, (FastRoFormerSelfAttention, FusedQKVBertSelfAttention)):
+            continue
+        parts = (m.query, m.key, m.value)
+        w = parts[0].weight
+        qkv = nn.Linear(w.shape[1], sum(p.out_features for p in parts), device=w.device,
+                        dtype=w.dtype)
+        with torch.no_grad():
+            qkv.weight.copy_(torch.cat([p.weight for p in parts]))
+            qkv.bias.copy_(torch.cat([p.bias for p in parts]))
+        m.qkv = qkv
     return model
