@@ -21,22 +21,23 @@ fraction of it the simkit fp32 paths reach in useful FLOPs (no padding counted).
     python bench/encode.py --sentences ../shared/data/chinese-pairs/sentences --n 10000 --repeats 3
 
 Measured 2026-11-28 with ``--sentences ../shared/data/chinese-pairs/sentences --n 10000
---repeats 2`` (Intel Xeon, AVX-512 VNNI + bf16, no AMX; 2 threads; load 1.45 at the start,
-3.1 at the end, the bench's own threads), after the fast RoFormer attention (RoPE as one
-complex product, fused attention in inference, one fused q/k/v int8 product), ratio to the
-fastest peer (sentence-transformers fp32 in both), every cosine to fp32 >= 0.9998:
+--repeats 2`` (Intel Xeon, AVX-512 VNNI + bf16, no AMX; 2 threads; load 1.7 at the start,
+3.05 at the end, the bench's own threads), after the fast attention of
+``simkit.models.attention`` (RoFormer: RoPE as one complex product and fused attention in
+inference; int8 copies of both backbones: one fused q/k/v product), ratio to the fastest
+peer (sentence-transformers fp32 in both), every cosine to fp32 >= 0.9998:
 
-* MiniLM shape (BERT, unchanged by that work): simkit torch int8 2.18x (1439 sent/s), onnx
-  int8 1.72x, torch fp32 1.09x (65% of the measured 329 GFLOP/s matmul peak), onnx fp32
-  1.06x, torch bf16 0.69x; plain onnxruntime fp32 / int8 0.48x / 0.87x.
-* bundled (8 x 192): simkit torch int8 1.95x (2277 sent/s), onnx int8 1.35x, torch fp32
-  1.36x (49% of 325 GFLOP/s), onnx fp32 1.06x, torch bf16 0.89x; plain onnxruntime fp32 /
-  int8 0.53x / 0.68x.
+* MiniLM shape (BERT: only the fused q/k/v applies): simkit torch int8 2.27x (1479 sent/s),
+  onnx int8 1.52x, torch fp32 1.16x (68% of the measured 332 GFLOP/s matmul peak), onnx
+  fp32 1.11x, torch bf16 0.70x; plain onnxruntime fp32 / int8 0.50x / 0.91x.
+* bundled (RoFormer 8 x 192): simkit torch int8 1.93x (2272 sent/s), onnx int8 1.34x, torch
+  fp32 1.35x (48% of 331 GFLOP/s), onnx fp32 1.06x, torch bf16 0.88x; plain onnxruntime
+  fp32 / int8 0.54x / 0.70x.
 
-Two runs of the same command between the RoPE / attention change and the fused q/k/v:
-bundled torch int8 1.96x and 1.84x, torch fp32 1.45x and 1.34x; MiniLM torch int8 2.21x.
-The fused q/k/v measured +10% in a scratch A/B in one process (2360 vs 2144 sent/s, 4k
-sentences); across whole runs it is inside the run-to-run spread.
+Three runs of the same command on the way (after RoPE + fused attention; after the RoFormer
+q/k/v fusion): bundled torch int8 1.96x, 1.84x, 1.95x, torch fp32 1.45x, 1.34x, 1.36x;
+MiniLM torch int8 2.21x, -, 2.18x. Scratch A/Bs in one process put the fused q/k/v at +10%
+on the bundled model and +4-7% on MiniLM; across whole runs that is inside the spread.
 
 Before that work (2026-11-27, same command, load 1.0 -> 3.4): MiniLM torch int8 2.26x, onnx
 int8 1.71x, torch fp32 1.12x; bundled torch int8 1.60x, onnx int8 1.33x, torch fp32 1.23x.
