@@ -41,38 +41,44 @@ queries is printed).
 token budget simkit serve uses, ``--max-tokens-per-batch``); the faster is the limit.
 
 One run of the first line with --infinity (below), 2026-11-28, Intel Xeon, 2 logical CPUs,
-quiet machine (load 0.9 at the start), the stage-10 default weights, uvloop + httptools
-installed (all servers use them), each server 2 torch threads, max batch 64, window 2 ms,
-token budget 512; medians of 2 runs:
+quiet machine (load 0.5 at the start), the stage-10 default weights with the fast RoFormer
+attention of ``simkit.models.attention`` (in every server that loads them through simkit:
+simkit serve and both peers; infinity-emb loads the same weights through transformers),
+uvloop + httptools installed, each server 2 torch threads, max batch 64, window 2 ms, token
+budget 512; medians of 2 runs:
 
 | clients | server | req/s | p50 / p99 ms | vs best peer |
 |---:|---|---:|---:|---:|
-| 1 | simkit serve | 148.2 | 6.6 / 9.9 | 2.09x |
-| 1 | peer (def) | 63.1 | 16.4 / 28.1 | 0.89x |
-| 1 | peer (async) | 70.8 | 11.9 / 35.9 | 1.00x |
-| 8 | simkit serve | 331.9 | 22.5 / 36.9 | 4.32x |
-| 8 | peer (def) | 69.3 | 115.8 / 151.8 | 0.90x |
-| 8 | peer (async) | 76.9 | 95.1 / 209.6 | 1.00x |
-| 64 | simkit serve | 461.8 | 130.1 / 372.6 | 5.86x |
-| 64 | peer (def) | 54.4 | 1167.5 / 1539.0 | 0.69x |
-| 64 | peer (async) | 78.9 | 799.5 / 903.0 | 1.00x |
+| 1 | simkit serve | 157.9 | 6.1 / 10.1 | 2.26x |
+| 1 | peer (def) | 65.2 | 15.7 / 29.7 | 0.93x |
+| 1 | peer (async) | 70.0 | 11.9 / 39.8 | 1.00x |
+| 8 | simkit serve | 278.7 | 27.6 / 51.6 | 3.62x |
+| 8 | peer (def) | 77.1 | 104.1 / 141.7 | 1.00x |
+| 8 | peer (async) | 76.7 | 97.7 / 211.2 | 0.99x |
+| 64 | simkit serve | 516.4 | 108.9 / 335.3 | 6.77x |
+| 64 | peer (def) | 59.4 | 1076.1 / 1382.9 | 0.78x |
+| 64 | peer (async) | 76.3 | 820.4 / 944.9 | 1.00x |
 
-No errors; the same top hit for 50/50 queries. The raw encoder read 511.8 sentences/s on
-batches of 64 in one padded pass and 923.0 cut by the 512-token budget (one long query no
-longer pads the other 63), so the limit is 923.0 and the service at 64 clients reaches 50%
-of it, not the issue's 90%. The run before it (same command, without uvloop / httptools)
-read 491.5 req/s at 64 clients (6.36x, 56% of an 869.9 limit), 314.7 at 8, 141.8 at 1: the
-two runs differ by about as much as run-to-run noise here. ``/encode`` against infinity-emb
-in the same run (min cosine of the two servers' vectors 1.000000):
+No errors; the same top hit for 50/50 queries. The raw encoder read 519.2 sentences/s on
+batches of 64 in one padded pass and 982.6 cut by the 512-token budget (one long query no
+longer pads the other 63), so the limit is 982.6 and the service at 64 clients reaches 53%
+of it, not the issue's 90%. ``/encode`` against infinity-emb in the same run (min cosine of
+the two servers' vectors 1.000000):
 
 | clients | server | req/s | p50 / p99 ms | vs infinity-emb |
 |---:|---|---:|---:|---:|
-| 1 | simkit serve /encode | 164.5 | 5.9 / 9.2 | 2.85x |
-| 1 | infinity-emb /embeddings | 57.8 | 15.5 / 24.5 | 1.00x |
-| 8 | simkit serve /encode | 345.3 | 22.6 / 35.0 | 4.42x |
-| 8 | infinity-emb /embeddings | 78.1 | 103.9 / 124.0 | 1.00x |
-| 64 | simkit serve /encode | 463.9 | 127.6 / 348.5 | 1.92x |
-| 64 | infinity-emb /embeddings | 242.1 | 252.3 / 483.3 | 1.00x |
+| 1 | simkit serve /encode | 173.2 | 5.6 / 8.9 | 3.12x |
+| 1 | infinity-emb /embeddings | 55.4 | 17.3 / 27.4 | 1.00x |
+| 8 | simkit serve /encode | 321.0 | 23.9 / 44.7 | 4.36x |
+| 8 | infinity-emb /embeddings | 73.7 | 109.1 / 150.3 | 1.00x |
+| 64 | simkit serve /encode | 497.1 | 114.3 / 398.7 | 2.28x |
+| 64 | infinity-emb /embeddings | 218.3 | 285.0 / 513.6 | 1.00x |
+
+The run before it (same command and day, before the fast attention): 64 clients 461.8 req/s
+= 5.86x, p99 373 vs 903 ms, 50% of a 923.0 limit; 8 clients 331.9 (4.32x); 1 client 148.2
+(2.09x); /encode vs infinity-emb 1.92x / 4.42x / 2.85x at 64 / 8 / 1 clients. The run before
+that (no uvloop / httptools) read 491.5 req/s at 64 clients (6.36x, 56% of an 869.9 limit),
+314.7 at 8, 141.8 at 1: runs differ by about as much as that here.
 
 The same day with ``--queries-per-request 8`` (a client that batches its own queries; the
 peers encode a request's queries in one call; no --infinity, no uvloop): 64 clients 78.9
