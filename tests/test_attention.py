@@ -14,6 +14,7 @@ from transformers.models.roformer.modeling_roformer import (
     RoFormerSinusoidalPositionalEmbedding,
 )
 
+import simkit.models.attention as attention_module
 from simkit.models.attention import (
     FastRoFormerSelfAttention,
     FusedQKVBertSelfAttention,
@@ -60,37 +61,57 @@ def test_rotary_per_sequence_positions_and_odd_layouts():
     for a, b in zip(FastRoFormerSelfAttention.apply_rotary_position_embeddings(pos16, qb, qb),
                     RoFormerSelfAttention.apply_rotary_position_embeddings(pos16, qb, qb)):
         assert torch.equal(a, b)
-    odd = torch.randn(1, 2, 5, 17)[..., 1:]
-    for a, b in zip(FastRoFormerSelfAttention.apply_rotary_position_embeddings(_positions(5, 16), odd, odd),
-                    RoFormerSelfAttention.apply_rotary_position_embeddings(_positions(5, 16), odd, odd)):
+    odd, pos = torch.randn(1, 2, 5, 17)[..., 1:], _positions(5, 16)
+    for a, b in zip(FastRoFormerSelfAttention.apply_rotary_position_embeddings(pos, odd, odd),
+                    RoFormerSelfAttention.apply_rotary_position_embeddings(pos, odd, odd)):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
 
 
-def _pair():
+def _pair(**overrides):
     torch.manual_seed(0)
-    ref = RoFormerModel(RoFormerConfig(**CONFIG)).eval()
-    fast = use_fast_attention(RoFormerModel(RoFormerConfig(**CONFIG)).eval())
+    ref = RoFormerModel(RoFormerConfig(**{**CONFIG, **overrides})).eval()
+    fast = use_fast_attention(RoFormerModel(RoFormerConfig(**{**CONFIG, **overrides})).eval())
     fast.load_state_dict(ref.state_dict())
     return ref, fast
 
 
-def test_fast_model_equals_transformers_model_in_inference():
-    ref, fast = _pair()
-    assert all(type(layer.attention.self) is FastRoFormerSelfAttention for layer in fast.encoder.layer)
+def _count(monkeypatch, owner, name: str) -> list[int]:
+    """Count calls of ``owner.name`` (still calling it): proof that a fast path ran."""
+    calls, real = [0], getattr(owner, name)
+
+    def counted(*args, **kwargs):
+        calls[0] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, counted)
+    return calls
+
+
+@pytest.mark.parametrize("rotary_value", [False, True])
+def test_fast_model_equals_transformers_model_in_inference(monkeypatch, rotary_value):
+    ref, fast = _pair(rotary_value=rotary_value)
+    assert all(type(layer.attention.self) is FastRoFormerSelfAttention
+               for layer in fast.encoder.layer)
     assert list(fast.state_dict()) == list(ref.state_dict())
+    sdpa = _count(monkeypatch, torch.nn.functional, "scaled_dot_product_attention")
+    rotated = _count(monkeypatch, attention_module, "_rotate")
     ids = torch.randint(1, 50, (4, 9), generator=torch.Generator().manual_seed(2))
     mask = torch.ones_like(ids)
     mask[1, 5:] = mask[3, 2:] = 0  # right padding of unequal lengths
     types = torch.zeros_like(ids)
     types[:, 4:] = 1
+    masks = {"padding": mask, "none": None,
+             "unilm": unilm_attention_mask(types, mask, torch.float32)}
     with torch.inference_mode():
-        for kwargs in ({"attention_mask": mask},
-                       {"attention_mask": unilm_attention_mask(types, mask, torch.float32)}):
-            a = ref(ids, **kwargs, output_hidden_states=True).hidden_states
-            b = fast(ids, **kwargs, output_hidden_states=True).hidden_states
-            for x, y in zip(a, b):
-                keep = mask.bool()  # padded rows attend to nothing real: never read
-                torch.testing.assert_close(y[keep], x[keep], rtol=1e-5, atol=1e-5)
+        for kind, m in masks.items():
+            a = ref(ids, attention_mask=m, output_hidden_states=True).hidden_states
+            b = fast(ids, attention_mask=m, output_hidden_states=True).hidden_states
+            keep = mask.bool() if m is not None else torch.ones_like(mask, dtype=torch.bool)
+            for x, y in zip(a, b):  # padded rows attend to nothing real: never read
+                torch.testing.assert_close(y[keep], x[keep], rtol=1e-5, atol=1e-5, msg=kind)
+    # The fast code ran: one fused attention per layer and pass, 2 or 3 rotations each.
+    assert sdpa[0] == 2 * len(masks)
+    assert rotated[0] == 2 * len(masks) * (3 if rotary_value else 2)
 
 
 def test_training_and_attention_weights_take_the_parent_path():
@@ -101,7 +122,7 @@ def test_training_and_attention_weights_take_the_parent_path():
     a = ref(ids).last_hidden_state
     torch.manual_seed(5)
     b = fast(ids).last_hidden_state
-    torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-6)  # same dropout draws: same code
+    torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-6)  # same dropout draws: same results
     a.sum().backward(), b.sum().backward()
     for (name, p), q in zip(ref.named_parameters(), fast.parameters()):
         if p.grad is not None:
@@ -139,11 +160,15 @@ def test_fused_qkv_equals_three_projections():
     mask = torch.ones_like(ids)
     mask[2, 3:] = 0
     with torch.inference_mode():
-        a, b = ref(ids, attention_mask=mask).last_hidden_state, fused(ids, attention_mask=mask).last_hidden_state
+        a = ref(ids, attention_mask=mask).last_hidden_state
+        b = fused(ids, attention_mask=mask).last_hidden_state
     torch.testing.assert_close(b[mask.bool()], a[mask.bool()], rtol=1e-5, atol=1e-5)
-    # Training never reads the snapshot: wrecking it changes nothing there.
+    assert not any(p.requires_grad for p in fused.encoder.layer[0].attention.self.qkv.parameters())
+    # Inference reads the snapshot (wrecking it changes the output); training never does.
     for layer in fused.encoder.layer:
         torch.nn.init.zeros_(layer.attention.self.qkv.weight)
+    with torch.inference_mode():
+        assert not torch.allclose(fused(ids, attention_mask=mask).last_hidden_state, b)
     fast.train(), fused.train()
     torch.manual_seed(6)
     a = fast(ids).last_hidden_state
@@ -184,10 +209,24 @@ def test_fused_bert_equals_transformers_bert():
         a = ref(ids, attention_mask=mask).last_hidden_state
         b = fused(ids, attention_mask=mask).last_hidden_state
     torch.testing.assert_close(b[mask.bool()], a[mask.bool()], rtol=1e-5, atol=1e-5)
-    for layer in fused.encoder.layer:  # training never reads the snapshot
+    # Inference reads the snapshot (wrecking it changes the output); training never does.
+    for layer in fused.encoder.layer:
         torch.nn.init.zeros_(layer.attention.self.qkv.weight)
+    with torch.inference_mode():
+        assert not torch.allclose(fused(ids, attention_mask=mask).last_hidden_state, b)
     ref.train(), fused.train()
     torch.manual_seed(8)
     a = ref(ids, attention_mask=mask).last_hidden_state
     torch.manual_seed(8)
     torch.testing.assert_close(fused(ids, attention_mask=mask).last_hidden_state, a)
+
+
+def test_deprecated_cache_keyword_takes_the_parent_path():
+    from transformers.cache_utils import DynamicCache
+
+    cfg = RoFormerConfig(**{**CONFIG, "num_hidden_layers": 1, "is_decoder": True})
+    att = use_fast_attention(RoFormerModel(cfg).eval()).encoder.layer[0].attention.self
+    cache = DynamicCache(config=cfg)
+    with torch.inference_mode():
+        att(torch.randn(1, 4, 32), sinusoidal_pos=_positions(4, 16), past_key_values=cache)
+    assert cache.get_seq_length() == 4  # the parent stored the keys / values
