@@ -152,11 +152,10 @@ def test_bundled_model_vectors_unchanged():
     assert np.abs(fast - plain).max() < 1e-5
 
 
-def test_fused_qkv_equals_three_projections():
-    ref, fast = _pair()
-    fused = fuse_qkv(copy.deepcopy(fast))
-    assert all(layer.attention.self.qkv.out_features == 3 * 32 for layer in fused.encoder.layer)
-    ids = torch.randint(1, 50, (3, 8), generator=torch.Generator().manual_seed(4))
+def _check_fused(ref, fused, seed: int) -> None:
+    """``fused`` (a fuse_qkv copy) matches ``ref`` in inference, reads its snapshot there, and
+    trains exactly as ``ref`` does (never reading the snapshot)."""
+    ids = torch.randint(1, 50, (3, 8), generator=torch.Generator().manual_seed(seed))
     mask = torch.ones_like(ids)
     mask[2, 3:] = 0
     with torch.inference_mode():
@@ -169,11 +168,18 @@ def test_fused_qkv_equals_three_projections():
         torch.nn.init.zeros_(layer.attention.self.qkv.weight)
     with torch.inference_mode():
         assert not torch.allclose(fused(ids, attention_mask=mask).last_hidden_state, b)
-    fast.train(), fused.train()
-    torch.manual_seed(6)
-    a = fast(ids).last_hidden_state
-    torch.manual_seed(6)
-    torch.testing.assert_close(fused(ids).last_hidden_state, a)
+    ref.train(), fused.train()
+    torch.manual_seed(seed)
+    a = ref(ids, attention_mask=mask).last_hidden_state
+    torch.manual_seed(seed)
+    torch.testing.assert_close(fused(ids, attention_mask=mask).last_hidden_state, a)
+
+
+def test_fused_qkv_equals_three_projections():
+    ref, fast = _pair()
+    fused = fuse_qkv(copy.deepcopy(fast))
+    assert all(layer.attention.self.qkv.out_features == 3 * 32 for layer in fused.encoder.layer)
+    _check_fused(ref, fused, seed=4)
 
 
 def test_int8_encoder_runs_one_fused_projection(tiny_model_dir):
@@ -202,23 +208,7 @@ def test_fused_bert_equals_transformers_bert():
     fused = fuse_qkv(copy.deepcopy(ref))
     kinds = {type(m) for m in fused.modules() if isinstance(m, BertSelfAttention)}
     assert kinds == {FusedQKVBertSelfAttention}
-    ids = torch.randint(1, 50, (3, 8), generator=torch.Generator().manual_seed(7))
-    mask = torch.ones_like(ids)
-    mask[1, 4:] = 0
-    with torch.inference_mode():
-        a = ref(ids, attention_mask=mask).last_hidden_state
-        b = fused(ids, attention_mask=mask).last_hidden_state
-    torch.testing.assert_close(b[mask.bool()], a[mask.bool()], rtol=1e-5, atol=1e-5)
-    # Inference reads the snapshot (wrecking it changes the output); training never does.
-    for layer in fused.encoder.layer:
-        torch.nn.init.zeros_(layer.attention.self.qkv.weight)
-    with torch.inference_mode():
-        assert not torch.allclose(fused(ids, attention_mask=mask).last_hidden_state, b)
-    ref.train(), fused.train()
-    torch.manual_seed(8)
-    a = ref(ids, attention_mask=mask).last_hidden_state
-    torch.manual_seed(8)
-    torch.testing.assert_close(fused(ids, attention_mask=mask).last_hidden_state, a)
+    _check_fused(ref, fused, seed=7)
 
 
 def test_deprecated_cache_keyword_takes_the_parent_path():
