@@ -62,8 +62,6 @@ def _renamed_cache(cache, kwargs: dict):
 def _complex_ok(x: torch.Tensor) -> bool:
     # view_as_complex needs float32 / float64 pairs that are adjacent in memory, with every
     # other stride even; bf16 (no complex type) and odd layouts take transformers' formula.
-    if _exporting():
-        return False
     return (x.dtype in (torch.float32, torch.float64) and x.stride(-1) == 1
             and all(s % 2 == 0 for s in x.stride()[:-1]) and x.storage_offset() % 2 == 0)
 
@@ -77,7 +75,8 @@ class FastRoFormerSelfAttention(RoFormerSelfAttention):
         value_layer: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, ...]:
         layers = [t for t in (query_layer, key_layer, value_layer) if t is not None]
-        if not all(_complex_ok(t) for t in layers) or sinusoidal_pos.dtype != query_layer.dtype:
+        if (_exporting() or sinusoidal_pos.dtype != query_layer.dtype
+                or not all(_complex_ok(t) for t in layers)):
             return RoFormerSelfAttention.apply_rotary_position_embeddings(
                 sinusoidal_pos, query_layer, key_layer, value_layer)
         sin, cos = sinusoidal_pos.chunk(2, dim=-1)  # transformers' layout: sin half, cos half
@@ -90,8 +89,8 @@ class FastRoFormerSelfAttention(RoFormerSelfAttention):
                 output_attentions: bool = False,
                 **kwargs) -> tuple[torch.Tensor, torch.Tensor | None]:
         cache = _renamed_cache(cache, kwargs)
-        if (self.training or cache is not None or encoder_hidden_states is not None or output_attentions
-                or sinusoidal_pos is None or _exporting()):
+        if (self.training or cache is not None or encoder_hidden_states is not None
+                or output_attentions or sinusoidal_pos is None or _exporting()):
             return super().forward(hidden_states, attention_mask=attention_mask,
                                    sinusoidal_pos=sinusoidal_pos,
                                    encoder_hidden_states=encoder_hidden_states, cache=cache,
