@@ -34,7 +34,7 @@ from .errors import InputError, check_choice
 from .models.checkpoint import ModelInfo, load_model, save_model, weights_fingerprint
 from .models.simbert import SimBertModel
 from .pooling import check_pooling, pool
-from .threads import configure_threads
+from .threads import configure_threads, default_num_threads, map_streams
 from .tokenization import Tokenizer
 
 logger = logging.getLogger(__name__)
@@ -64,7 +64,12 @@ class Encoder:
     :func:`simkit.threads.default_num_threads`). ``backend='onnx'`` loads the export in
     ``onnx_dir`` (written by :meth:`export_onnx`), or exports to a cache on first use.
     ``max_tokens_per_batch`` sizes batches by padded tokens instead of ``batch_size`` (None
-    or 0, the default: batches of exactly ``batch_size``).
+    or 0, the default: batches of exactly ``batch_size``). ``num_streams`` > 1 (CPU only)
+    runs that many batches at once, each on ``num_threads // num_streams`` threads: the same
+    batches and vectors, more sentences a second for small models on few cores.
+
+    >>> Encoder(dtype="int8", num_streams=2).encode(["花呗怎么还款"]).shape
+    (1, 192)
     """
 
     def __init__(
@@ -80,12 +85,13 @@ class Encoder:
         backend: Backend = "torch",
         onnx_dir: str | os.PathLike | None = None,
         max_tokens_per_batch: int | None = None,
+        num_streams: int = 1,
     ):
         path = model_name_or_path if model_name_or_path is not None else default_model_path()
         model, tokenizer, info = load_model(path, pre_tokenize=pre_tokenize)
         self.model_path = str(path)
         self._init(model, tokenizer, info, pooling, max_seq_length, dtype, device, num_threads,
-                   backend, onnx_dir, max_tokens_per_batch)
+                   backend, onnx_dir, max_tokens_per_batch, num_streams)
 
     @classmethod
     def from_model(
@@ -106,7 +112,7 @@ class Encoder:
         return self
 
     def _init(self, model, tokenizer, info, pooling, max_seq_length, dtype, device, num_threads,
-              backend="torch", onnx_dir=None, max_tokens_per_batch=None):
+              backend="torch", onnx_dir=None, max_tokens_per_batch=None, num_streams=1):
         check_choice("backend", backend, tuple(BACKENDS))
         check_choice("dtype", dtype, ("fp32", "bf16", "int8"))
         if dtype not in BACKENDS[backend]:
@@ -132,6 +138,12 @@ class Encoder:
                 raise InputError(f"dtype='int8' and backend='onnx' run on the CPU; got device={device!r}")
             device = "cpu"  # int8 kernels are CPU ones; with ONNX the torch model only pools
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if isinstance(num_streams, bool) or not isinstance(num_streams, int) or num_streams < 1:
+            raise InputError(f"num_streams={num_streams!r}; expected a positive integer")
+        if num_streams > 1 and self.device.type != "cpu":
+            raise InputError(f"num_streams={num_streams} runs batches side by side on the CPU; "
+                             f"got device={self.device.type!r}")
+        self.num_streams = num_streams
         self.dtype = dtype
         self.backend = backend
         # Taken from the fp32 weights, before any cast, so bf16 and fp32 runs share it.
@@ -143,7 +155,7 @@ class Encoder:
         self.session_ = None
         self.int8_backbone_ = None
         if backend == "onnx":
-            self.session_ = self._onnx_session(onnx_dir, num_threads)
+            self.session_ = self._onnx_session(onnx_dir, self._stream_threads(num_threads))
         elif dtype == "int8":
             self.int8_backbone_ = _quantize_dynamic(self.model.backbone)
 
@@ -242,10 +254,10 @@ class Encoder:
             show_progress_bar = logger.getEffectiveLevel() <= logging.INFO and n > batch_size
         bar = progress_bar if progress_bar is not None else _progress(n, show_progress_bar)
         pad = self.tokenizer.pad_token_id
-        with torch.inference_mode():
-            for idx in _batches([len(ids[i]) for i in order], order, batch_size, budget):
-                batch = [ids[i] for i in idx]
-                b = pad_batch(batch, pad, device=self.device)
+
+        def run(idx: np.ndarray) -> int:  # on a stream's thread when num_streams > 1
+            with torch.inference_mode():
+                b = pad_batch([ids[i] for i in idx], pad, device=self.device)
                 mask = b["attention_mask"]
                 hs = self._hidden_states(b["input_ids"], mask, first="first-last-avg" in poolings)
                 for p in poolings:
@@ -253,10 +265,21 @@ class Encoder:
                     if normalize_embeddings:
                         v = torch.nn.functional.normalize(v, dim=-1)
                     out[p][idx] = v.float().cpu().numpy()
-                bar.update(len(batch))
+            return len(idx)
+
+        batches = list(_batches([len(ids[i]) for i in order], order, batch_size, budget))
+        for done in map_streams(run, batches, self.num_streams, self._stream_threads()):
+            bar.update(done)
         if progress_bar is None:
             bar.close()
         return out
+
+    def _stream_threads(self, num_threads: int | None = None) -> int:
+        """Intra-op threads of each stream: the threads configured, shared among the streams."""
+        if num_threads is None:
+            torch_side = self.backend == "torch"
+            num_threads = torch.get_num_threads() if torch_side else default_num_threads()
+        return max(1, num_threads // self.num_streams)
 
     def _hidden_states(self, input_ids: torch.Tensor, mask: torch.Tensor, first: bool = True):
         """The backbone's hidden states, indexed as transformers does (embeddings first).

@@ -41,7 +41,8 @@ class Pipeline:
     vectors; ``Normalize`` as its last step L2-normalises), ``fingerprint`` (the expected
     weights fingerprint: loading other weights is refused), and the compute options
     ``dtype``, ``backend`` (``torch`` / ``onnx``), ``onnx_dir`` (an ONNX export to run;
-    default: the one saved with the pipeline, else a cached export) and ``num_threads``,
+    default: the one saved with the pipeline, else a cached export), ``num_threads`` and
+    ``num_streams`` (batches run side by side, see :class:`~simkit.encoder.Encoder`),
     which do not change what the pipeline *is*.
 
     >>> p = Pipeline(backend="onnx", dtype="int8")
@@ -57,7 +58,7 @@ class Pipeline:
                  max_seq_length: int | None = None, transform: Any = None,
                  fingerprint: str | None = None, dim_model: int | None = None,
                  dtype: str = "fp32", num_threads: int | None = None, backend: str = "torch",
-                 onnx_dir: str | os.PathLike | None = None):
+                 onnx_dir: str | os.PathLike | None = None, num_streams: int = 1):
         self.model = model
         self.pooling = pooling
         self.max_seq_length = max_seq_length
@@ -68,6 +69,7 @@ class Pipeline:
         self.num_threads = num_threads
         self.backend = backend
         self.onnx_dir = onnx_dir
+        self.num_streams = num_streams
 
     # -- construction -----------------------------------------------------------------
     @classmethod
@@ -85,7 +87,7 @@ class Pipeline:
         recorded fingerprint still has to match when it loads)."""
         params = {k: getattr(self, k) for k in ("model", "pooling", "max_seq_length", "transform",
                                                  "fingerprint", "dim_model", "dtype", "num_threads",
-                                                 "backend", "onnx_dir")}
+                                                 "backend", "onnx_dir", "num_streams")}
         new = Pipeline(**{**params, **changes})
         new.made_by_ = self.__dict__.get("made_by_", _model_ref(self.model))  # named in errors
         return new
@@ -98,7 +100,7 @@ class Pipeline:
         new = Pipeline(self.model, pooling=self.pooling, max_seq_length=self.max_seq_length,
                        transform=Chain(steps) if steps else None, fingerprint=self.fingerprint,
                        dim_model=self.dim_model, dtype=self.dtype, num_threads=self.num_threads,
-                       backend=self.backend, onnx_dir=self.onnx_dir)
+                       backend=self.backend, onnx_dir=self.onnx_dir, num_streams=self.num_streams)
         if "encoder_" in self.__dict__:
             new.encoder_ = self.encoder_
         return new
@@ -112,7 +114,7 @@ class Pipeline:
 
             enc = Encoder(self.model, pooling=self.pooling, max_seq_length=self.max_seq_length,
                           dtype=self.dtype, num_threads=self.num_threads, backend=self.backend,
-                          onnx_dir=self.onnx_dir)
+                          onnx_dir=self.onnx_dir, num_streams=self.num_streams)
             if self.fingerprint and enc.fingerprint != self.fingerprint:
                 raise InputError(
                     f"model {enc.model_path!r} has other weights (fingerprint {enc.fingerprint}) than "
@@ -254,7 +256,8 @@ class Pipeline:
 
     @classmethod
     def load(cls, path: str | os.PathLike, **runtime) -> Pipeline:
-        """Read a pipeline directory (its current version); ``runtime`` sets ``dtype`` / ``num_threads`` / ``backend``."""
+        """Read a pipeline directory (its current version); ``runtime`` sets ``dtype`` /
+        ``num_threads`` / ``num_streams`` / ``backend``."""
         return load_versioned(path, lambda version: cls._load(version, runtime))
 
     @classmethod

@@ -105,3 +105,28 @@ def test_info(tiny_roformer_dir):
 def test_help_teaches():
     res = runner.invoke(app, ["encode", "--help"])
     assert res.exit_code == 0 and "Example:" in res.stdout and "--overwrite" in res.stdout
+
+
+def test_encode_streams_write_the_same_store(tmp_path, corpus, tiny_bert_dir, monkeypatch):
+    """--streams 2 runs batches on two threads and stores the vectors one stream gives."""
+    import threading
+
+    names = []
+    real = Encoder._hidden_states
+
+    def spy(self, *a, **kw):
+        names.append(threading.current_thread().name)
+        return real(self, *a, **kw)
+
+    monkeypatch.setattr(Encoder, "_hidden_states", spy)
+    base = ["-q", "encode", str(corpus), "-m", str(tiny_bert_dir), "-b", "2", "--threads", "2"]
+    assert runner.invoke(app, [*base, "-o", str(tmp_path / "one")]).exit_code == 0
+    assert names and not any(n.startswith("simkit-stream") for n in names)
+    names.clear()
+    res = runner.invoke(app, [*base, "--streams", "2", "-o", str(tmp_path / "two")])
+    assert res.exit_code == 0, res.output
+    assert names and all(n.startswith("simkit-stream") for n in names)
+    np.testing.assert_array_equal(EmbeddingStore.load(tmp_path / "two").embeddings,
+                                  EmbeddingStore.load(tmp_path / "one").embeddings)
+    res = runner.invoke(app, [*base, "--streams", "0", "-o", str(tmp_path / "bad")])
+    assert res.exit_code == 2 and "--streams" in res.stderr

@@ -163,3 +163,38 @@ def test_torch_int8_gate_on_the_trained_model(tmp_path):
     enc.save(tmp_path / "m")
     again = Encoder(tmp_path / "m").encode(sentences, normalize_embeddings=True)
     np.testing.assert_allclose(again, reference["pooler"], atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "int8"])
+def test_streams_run_the_same_batches_side_by_side(tiny_model_dir, texts, dtype):
+    """num_streams=2 runs batches on two threads of one intra-op thread each, and returns
+    exactly the vectors of one stream (the same batches, in the same rows)."""
+    import threading
+
+    one = Encoder(tiny_model_dir, pooling="first-last-avg", dtype=dtype)
+    two = Encoder(tiny_model_dir, pooling="first-last-avg", dtype=dtype, num_threads=2,
+                  num_streams=2)
+    seen = []
+    real = two._hidden_states
+
+    def spy(*a, **kw):
+        seen.append((threading.current_thread().name, torch.get_num_threads(),
+                     torch.is_inference_mode_enabled()))
+        return real(*a, **kw)
+
+    two._hidden_states = spy
+    many = texts * 4
+    ref = one.encode(many, batch_size=3)
+    np.testing.assert_array_equal(two.encode(many, batch_size=3), ref)
+    assert len(seen) == -(-len(many) // 3)
+    assert all(name.startswith("simkit-stream") and n == 1 and inference
+               for name, n, inference in seen)
+    assert torch.get_num_threads() == 2  # the caller's threads are back
+
+
+def test_streams_are_checked(tiny_bert_dir):
+    for bad in (0, -1, 1.5, "2", True):
+        with pytest.raises(InputError, match=r"num_streams=.*expected a positive integer"):
+            Encoder(tiny_bert_dir, num_streams=bad)
+    with pytest.raises(InputError, match="num_streams=2 runs batches side by side on the CPU"):
+        Encoder(tiny_bert_dir, num_streams=2, device="cuda")

@@ -255,3 +255,11 @@ def test_sts_spearman_within_half_a_point(default_export):
         print(task, {k: round(v, 2) for k, v in scores.items()})  # shown with pytest -s
         for name, s in scores.items():
             assert abs(s - scores["torch fp32"]) <= 0.5, (task, name, scores)
+
+
+def test_onnx_streams_share_the_threads(tmp_path, monkeypatch, tiny_bert_dir, texts):
+    monkeypatch.setenv("SIMKIT_CACHE", str(tmp_path / "cache"))
+    ref = Encoder(tiny_bert_dir, backend="onnx", num_threads=2).encode(texts * 3, batch_size=2)
+    enc = Encoder(tiny_bert_dir, backend="onnx", num_threads=2, num_streams=2)
+    assert enc.session_.get_session_options().intra_op_num_threads == 1
+    np.testing.assert_array_equal(enc.encode(texts * 3, batch_size=2), ref)

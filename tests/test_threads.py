@@ -40,3 +40,50 @@ def test_configure_sets_torch(monkeypatch):
         torch.set_num_threads(before)
     with pytest.raises(InputError):
         threads.configure_threads(0)
+
+
+def test_map_streams_runs_items_side_by_side_in_order_and_restores_threads():
+    import threading
+    import time
+
+    import torch
+
+    before = torch.get_num_threads()
+    seen = []
+
+    def fn(x):
+        seen.append((threading.current_thread().name, torch.get_num_threads()))
+        time.sleep(0.02)  # long enough that both streams take items
+        return x * x
+
+    assert list(threads.map_streams(fn, list(range(8)), num_streams=2, threads_per_stream=1)) == [
+        x * x for x in range(8)]
+    names = {name for name, _ in seen}
+    assert len(names) == 2 and all(n.startswith("simkit-stream") for n in names)
+    assert {n for _, n in seen} == {1}
+    assert torch.get_num_threads() == before
+    later = []  # a thread started afterwards gets the caller's count, not the streams'
+    t = threading.Thread(target=lambda: later.append(torch.get_num_threads()))
+    t.start()
+    t.join()
+    assert later == [before]
+    seen.clear()
+    assert list(threads.map_streams(fn, [3], num_streams=2)) == [9]
+    assert seen == [(threading.current_thread().name, before)]  # one item: no thread
+
+
+def test_map_streams_stops_at_the_first_error():
+    import time
+
+    ran = []
+
+    def fn(x):
+        if x == 0:
+            raise ValueError("bad item 0")
+        time.sleep(0.02)
+        ran.append(x)
+        return x
+
+    with pytest.raises(ValueError, match="bad item 0"):
+        list(threads.map_streams(fn, list(range(100)), num_streams=2))
+    assert len(ran) < 50  # the rest were cancelled, not run
