@@ -38,7 +38,7 @@ test-fast: venv
 
 # The benchmark peer, without letting it replace the pinned torch.
 bench-deps: venv
-	$(BIN)/pip install -q -c bench/constraints.txt -c $(CONSTRAINTS) "sentence-transformers>=3"
+	$(BIN)/pip install -q -c bench/constraints.txt -c $(CONSTRAINTS) "sentence-transformers>=5"
 
 lint: venv
 	$(BIN)/ruff check simkit cli eval tests bench

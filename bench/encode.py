@@ -360,7 +360,12 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if importlib.util.find_spec("sentence_transformers") is None:
-        sys.exit("the peer is missing: pip install -c bench/constraints.txt 'sentence-transformers>=3'")
+        sys.exit("the peer is missing: pip install -c bench/constraints.txt 'sentence-transformers>=5'")
+    import sentence_transformers
+
+    if int(sentence_transformers.__version__.split(".")[0]) < 5:  # encode(pool=...) of StPool
+        sys.exit(f"sentence-transformers {sentence_transformers.__version__} is too old: "
+                 "pip install -c bench/constraints.txt 'sentence-transformers>=5'")
     import os
 
     texts = sentences(args.data_dir, args.n, args.seed)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import click
 import typer
 
 from simkit.pooling import POOLINGS
@@ -87,6 +88,9 @@ def encode(
 ) -> None:
     from simkit.engines import encode_inputs
 
+    if streams > 1 and engine == "ray":
+        raise click.UsageError("--streams is for --engine local; with ray, run more actors "
+                               "(--num-workers) of fewer --threads")
     refuse_existing(output, overwrite)
     transform = None
     if normalize:

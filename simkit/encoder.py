@@ -65,8 +65,11 @@ class Encoder:
     ``onnx_dir`` (written by :meth:`export_onnx`), or exports to a cache on first use.
     ``max_tokens_per_batch`` sizes batches by padded tokens instead of ``batch_size`` (None
     or 0, the default: batches of exactly ``batch_size``). ``num_streams`` > 1 (CPU only)
-    runs that many batches at once, each on ``num_threads // num_streams`` threads: the same
-    batches and vectors, more sentences a second for small models on few cores.
+    runs that many batches at once, each on ``num_threads // num_streams`` threads (ONNX
+    Runtime: the streams share one session): the same batches, more sentences a second for
+    small models on few cores. The vectors equal those of one stream on that many threads;
+    against ``num_threads`` threads they differ by float rounding (kernels split sums by
+    thread count).
 
     >>> Encoder(dtype="int8", num_streams=2).encode(["花呗怎么还款"]).shape
     (1, 192)
@@ -143,6 +146,13 @@ class Encoder:
         if num_streams > 1 and self.device.type != "cpu":
             raise InputError(f"num_streams={num_streams} runs batches side by side on the CPU; "
                              f"got device={self.device.type!r}")
+        # The threads the streams share: ONNX Runtime's are fixed in the session; torch's are
+        # process-wide and read at encode time.
+        self._onnx_threads = int(num_threads or default_num_threads()) if backend == "onnx" else 0
+        threads = self._onnx_threads or torch.get_num_threads()
+        if num_streams > threads:
+            raise InputError(f"num_streams={num_streams} needs at least as many threads; "
+                             f"num_threads is {threads}")
         self.num_streams = num_streams
         self.dtype = dtype
         self.backend = backend
@@ -155,7 +165,7 @@ class Encoder:
         self.session_ = None
         self.int8_backbone_ = None
         if backend == "onnx":
-            self.session_ = self._onnx_session(onnx_dir, self._stream_threads(num_threads))
+            self.session_ = self._onnx_session(onnx_dir, self._stream_threads())
         elif dtype == "int8":
             self.int8_backbone_ = _quantize_dynamic(self.model.backbone)
 
@@ -274,12 +284,9 @@ class Encoder:
             bar.close()
         return out
 
-    def _stream_threads(self, num_threads: int | None = None) -> int:
+    def _stream_threads(self) -> int:
         """Intra-op threads of each stream: the threads configured, shared among the streams."""
-        if num_threads is None:
-            torch_side = self.backend == "torch"
-            num_threads = torch.get_num_threads() if torch_side else default_num_threads()
-        return max(1, num_threads // self.num_streams)
+        return max(1, (self._onnx_threads or torch.get_num_threads()) // self.num_streams)
 
     def _hidden_states(self, input_ids: torch.Tensor, mask: torch.Tensor, first: bool = True):
         """The backbone's hidden states, indexed as transformers does (embeddings first).

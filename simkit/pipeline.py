@@ -78,7 +78,7 @@ class Pipeline:
         self = cls(encoder.model_path, pooling=encoder.pooling, max_seq_length=encoder.max_seq_length,
                    transform=transform, fingerprint=encoder.fingerprint,
                    dim_model=encoder.get_sentence_embedding_dimension(), dtype=encoder.dtype,
-                   backend=encoder.backend)
+                   backend=encoder.backend, num_streams=encoder.num_streams)
         self.encoder_ = encoder
         return self
 

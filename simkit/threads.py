@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -79,6 +80,10 @@ def configure_threads(num_threads: int | None = None) -> int:
     return n
 
 
+# torch's thread count is process-wide while streams start (see map_streams): one start at a time.
+_STARTING = threading.Lock()
+
+
 def map_streams(fn: Callable[[T], R], items: Sequence[T], num_streams: int = 1,
                 threads_per_stream: int = 1) -> Iterator[R]:
     """``fn(item)`` for each item, yielded in order, with up to ``num_streams`` items in flight
@@ -97,15 +102,30 @@ def map_streams(fn: Callable[[T], R], items: Sequence[T], num_streams: int = 1,
         return
     import torch
 
-    caller = torch.get_num_threads()
+    n = min(num_streams, len(items))
+    started = threading.Barrier(n + 1)
 
     def start() -> None:
-        # Sets this thread's OpenMP team size, and the default later threads copy: restored below.
+        # torch.set_num_threads sets this thread's OpenMP team size and the process-wide count
+        # a thread copies on its first torch call; make that first call now, with this count.
         torch.set_num_threads(threads_per_stream)
+        torch.get_num_threads()
+        started.wait()
 
-    pool = ThreadPoolExecutor(num_streams, initializer=start, thread_name_prefix="simkit-stream")
+    pool = ThreadPoolExecutor(n, initializer=start, thread_name_prefix="simkit-stream")
     try:
-        yield from pool.map(fn, items)  # on an error or an early stop, cancels the rest
+        with _STARTING:
+            caller = torch.get_num_threads()
+            try:
+                # Submits every item: each of the n threads is started (none is idle before
+                # the barrier lets them go), and all have set their count before the restore.
+                results = pool.map(fn, items)
+                started.wait(timeout=60)
+            except BaseException:
+                started.abort()  # let the streams that did start go (their start fails)
+                raise
+            finally:
+                torch.set_num_threads(caller)  # for this thread and for threads started later
+        yield from results  # on an error or an early stop, cancels the rest
     finally:
         pool.shutdown(wait=True)
-        torch.set_num_threads(caller)

@@ -130,3 +130,7 @@ def test_encode_streams_write_the_same_store(tmp_path, corpus, tiny_bert_dir, mo
                                   EmbeddingStore.load(tmp_path / "one").embeddings)
     res = runner.invoke(app, [*base, "--streams", "0", "-o", str(tmp_path / "bad")])
     assert res.exit_code == 2 and "--streams" in res.stderr
+
+    res = runner.invoke(app, [*base, "--streams", "2", "--engine", "ray", "-o", str(tmp_path / "r")])
+    assert res.exit_code == 2 and "--streams is for --engine local" in res.stderr
+    assert not (tmp_path / "r").exists()

@@ -165,15 +165,27 @@ def test_torch_int8_gate_on_the_trained_model(tmp_path):
     np.testing.assert_allclose(again, reference["pooler"], atol=1e-5)
 
 
+def _on_one_and_two_threads(enc: Encoder, texts, batch_size: int):
+    """The encoder's vectors with torch on one thread, then on two (left on two)."""
+    out = []
+    for n in (1, 2):
+        torch.set_num_threads(n)
+        out.append(enc.encode(texts, batch_size=batch_size))
+    return out
+
+
 @pytest.mark.parametrize("dtype", ["fp32", "int8"])
 def test_streams_run_the_same_batches_side_by_side(tiny_model_dir, texts, dtype):
-    """num_streams=2 runs batches on two threads of one intra-op thread each, and returns
-    exactly the vectors of one stream (the same batches, in the same rows)."""
+    """num_streams=2 runs batches on two threads of one intra-op thread each. The batches are
+    those of one stream, so the vectors equal one stream's on one thread exactly (and on two
+    threads up to the kernels' float rounding)."""
     import threading
 
-    one = Encoder(tiny_model_dir, pooling="first-last-avg", dtype=dtype)
     two = Encoder(tiny_model_dir, pooling="first-last-avg", dtype=dtype, num_threads=2,
                   num_streams=2)
+    one = Encoder(tiny_model_dir, pooling="first-last-avg", dtype=dtype, num_threads=2)
+    many = texts * 4
+    ref1, ref2 = _on_one_and_two_threads(one, many, batch_size=3)
     seen = []
     real = two._hidden_states
 
@@ -183,13 +195,38 @@ def test_streams_run_the_same_batches_side_by_side(tiny_model_dir, texts, dtype)
         return real(*a, **kw)
 
     two._hidden_states = spy
-    many = texts * 4
-    ref = one.encode(many, batch_size=3)
-    np.testing.assert_array_equal(two.encode(many, batch_size=3), ref)
+
+    class Bar:
+        n = 0
+
+        def update(self, k):
+            self.n += k
+
+    bar = Bar()
+    got = two.encode_poolings(many, ["first-last-avg"], batch_size=3, progress_bar=bar)
+    np.testing.assert_array_equal(got["first-last-avg"], ref1)
+    np.testing.assert_allclose(got["first-last-avg"], ref2, atol=1e-5)
+    assert bar.n == len(many)
     assert len(seen) == -(-len(many) // 3)
     assert all(name.startswith("simkit-stream") and n == 1 and inference
                for name, n, inference in seen)
     assert torch.get_num_threads() == 2  # the caller's threads are back
+
+
+def test_streams_on_the_trained_model():
+    """On the bundled model (hidden 192, where the kernels' sums split by thread count), two
+    streams give one stream's vectors on one thread, and two threads' up to rounding."""
+    from simkit import assets
+
+    if not (assets.DEFAULT_MODEL / "config.json").is_file():
+        pytest.skip("no bundled default model in this checkout")
+    texts = [f"花呗第{i}期怎么还款，逾期{i % 7}天会怎样" for i in range(40)]
+    two = Encoder(dtype="int8", num_threads=2, num_streams=2)
+    one = Encoder(dtype="int8", num_threads=2)
+    got = two.encode(texts, batch_size=8)
+    ref1, ref2 = _on_one_and_two_threads(one, texts, batch_size=8)
+    np.testing.assert_array_equal(got, ref1)
+    np.testing.assert_allclose(got, ref2, atol=1e-4)
 
 
 def test_streams_are_checked(tiny_bert_dir):
@@ -198,3 +235,9 @@ def test_streams_are_checked(tiny_bert_dir):
             Encoder(tiny_bert_dir, num_streams=bad)
     with pytest.raises(InputError, match="num_streams=2 runs batches side by side on the CPU"):
         Encoder(tiny_bert_dir, num_streams=2, device="cuda")
+    try:
+        with pytest.raises(InputError, match="num_streams=2 needs at least as many threads; "
+                                             "num_threads is 1"):
+            Encoder(tiny_bert_dir, num_threads=1, num_streams=2)
+    finally:
+        torch.set_num_threads(2)

@@ -132,3 +132,21 @@ def test_torch_int8_pipeline_round_trip(tmp_path, tiny_bert_dir, texts):
     np.testing.assert_array_equal(back.encode(texts), X)
     fp32 = Pipeline.load(tmp_path / "p")
     assert fp32.dtype == "fp32" and not np.array_equal(fp32.encode(texts), X)  # int8 did run
+
+
+def test_streams_are_a_runtime_option_kept_by_every_copy(tmp_path, tiny_bert_dir, texts):
+    """num_streams travels with from_encoder, replace, then and load (like num_threads) and
+    is not part of what the pipeline is (its saved config)."""
+    from simkit.encoder import Encoder
+    from simkit.transforms import Normalize
+
+    enc = Encoder(tiny_bert_dir, num_threads=2, num_streams=2)
+    pipe = Pipeline.from_encoder(enc)
+    assert pipe.num_streams == 2
+    assert pipe.replace(pooling="cls").encoder.num_streams == 2  # a new encoder, same runtime
+    assert pipe.then(Normalize()).num_streams == 2
+    pipe.save(tmp_path / "p")
+    assert "num_streams" not in json.dumps(pipe.to_dict())
+    loaded = Pipeline.load(tmp_path / "p", num_streams=2, num_threads=2)
+    np.testing.assert_allclose(loaded.encode(texts), pipe.encode(texts), atol=1e-5)
+    assert loaded.encoder.num_streams == 2

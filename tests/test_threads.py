@@ -87,3 +87,57 @@ def test_map_streams_stops_at_the_first_error():
     with pytest.raises(ValueError, match="bad item 0"):
         list(threads.map_streams(fn, list(range(100)), num_streams=2))
     assert len(ran) < 50  # the rest were cancelled, not run
+
+
+def test_map_streams_leaves_threads_started_meanwhile_alone():
+    """Threads that first touch torch while streams run, or after an overlapping call that
+    started on a fresh thread, get the caller's count, not the streams' one."""
+    import threading
+
+    import torch
+
+    before = torch.get_num_threads()
+    if before < 2:
+        pytest.skip("needs a default of 2+ torch threads to tell the counts apart")
+
+    def count_in_new_thread() -> int:
+        out = []
+        t = threading.Thread(target=lambda: out.append(torch.get_num_threads()))
+        t.start()
+        t.join()
+        return out[0]
+
+    during = []
+
+    def fn(x):
+        if x == 0:
+            during.append(count_in_new_thread())
+        return x
+
+    assert list(threads.map_streams(fn, list(range(6)), num_streams=2)) == list(range(6))
+    assert during == [before] and count_in_new_thread() == before
+
+    inner_done = threading.Event()
+    outer_go = threading.Event()
+
+    def outer(x):  # the first call is still running while the second starts and ends
+        if x == 0:
+            outer_go.wait(30)
+        return x
+
+    def second_call():
+        list(threads.map_streams(lambda x: x, list(range(4)), num_streams=2))
+        inner_done.set()
+
+    def first_call():
+        list(threads.map_streams(outer, list(range(4)), num_streams=2))
+
+    a = threading.Thread(target=first_call)
+    a.start()
+    b = threading.Thread(target=second_call)  # a fresh thread: its first torch call is inside
+    b.start()
+    assert inner_done.wait(30)
+    outer_go.set()
+    a.join(30)
+    b.join(30)
+    assert count_in_new_thread() == before and torch.get_num_threads() == before
