@@ -71,7 +71,7 @@ class Encoder:
     against ``num_threads`` threads they differ by float rounding (kernels split sums by
     thread count).
 
-    >>> Encoder(dtype="int8", num_streams=2).encode(["花呗怎么还款"]).shape
+    >>> Encoder(dtype="int8", num_threads=2, num_streams=2).encode(["花呗怎么还款"]).shape
     (1, 192)
     """
 
