@@ -81,8 +81,10 @@ Earlier runs, 2 cores shared with four other jobs, ``--n 2000 --repeats 3``, rat
   torch fp32 1.00x. Under load two torch threads collapse (MiniLM torch fp32 697 -> 217 sent/s
   between two runs) while ONNX Runtime holds up.
 
-``Encoder(dtype='int8', num_streams=2)`` (torch's dynamic int8) is the fastest path on both
-shapes; torch 2.13 marks that eager API deprecated in favour of torchao, and simkit pins torch.
+``Encoder(dtype='int8', num_streams=2)`` (torch's dynamic int8) is the fastest path on the
+bundled model and level with onnx int8 with 2 streams on the MiniLM shape (ahead in the first
+run, 2.39x vs 2.40x in the second); torch 2.13 marks that eager API deprecated in favour of
+torchao, and simkit pins torch.
 """
 
 from __future__ import annotations
@@ -277,19 +279,18 @@ def run_model(kind: str, texts: list[str], args, peak: float) -> None:
         export = Path(d) / "onnx"
         Encoder(path, pooling="mean", max_seq_length=ml).export_onnx(export)
         runners = {}
-        for backend, dtype in (("torch", "fp32"), ("torch", "bf16"), ("torch", "int8"), ("onnx", "fp32"),
-                               ("onnx", "int8")):
-            runners[f"simkit {backend} {dtype}"] = Encoder(
+        n = args.threads  # with streams: one thread each
+        configs = [(b, d, 1) for b, d in (("torch", "fp32"), ("torch", "bf16"), ("torch", "int8"),
+                                          ("onnx", "fp32"), ("onnx", "int8"))]
+        if n > 1:
+            configs += [("torch", "fp32", n), ("torch", "int8", n), ("onnx", "int8", n)]
+        for backend, dtype, streams in configs:
+            name = f"simkit {backend} {dtype}"
+            name += f", {streams} streams x 1 thread" if streams > 1 else ""
+            runners[name] = Encoder(
                 path, pooling="mean", max_seq_length=ml, backend=backend, dtype=dtype,
                 onnx_dir=export if backend == "onnx" else None, num_threads=args.threads,
-                max_tokens_per_batch=32 * 32)
-        streams = args.threads  # one thread each
-        if streams > 1:
-            for backend, dtype in (("torch", "fp32"), ("torch", "int8"), ("onnx", "int8")):
-                runners[f"simkit {backend} {dtype}, {streams} streams x 1 thread"] = Encoder(
-                    path, pooling="mean", max_seq_length=ml, backend=backend, dtype=dtype,
-                    onnx_dir=export if backend == "onnx" else None, num_threads=args.threads,
-                    max_tokens_per_batch=32 * 32, num_streams=streams)
+                max_tokens_per_batch=32 * 32, num_streams=streams)
         peers = []
         try:
             from sentence_transformers import SentenceTransformer
@@ -312,21 +313,23 @@ def run_model(kind: str, texts: list[str], args, peak: float) -> None:
             runners[name] = type("R", (), {"encode": staticmethod(plain_ort(
                 path, export / ("model.onnx" if dtype == "fp32" else "model_int8.onnx"), args.threads, ml))})
             peers.append(name)
-        for enc in runners.values():  # warm-up: first-run allocations, ORT graph setup
-            enc.encode(texts[:64], batch_size=32, show_progress_bar=False)
         times: dict[str, list[float]] = {k: [] for k in runners}
         vecs: dict[str, np.ndarray] = {}
-        for _ in range(args.repeats):
-            for name, enc in runners.items():
-                torch.set_num_threads(args.threads)
-                t0 = time.perf_counter()
-                v = enc.encode(texts, batch_size=32, show_progress_bar=False)
-                times[name].append(time.perf_counter() - t0)
-                vecs[name] = np.asarray(v, dtype=np.float32)
+        try:
+            for enc in runners.values():  # warm-up: first-run allocations, ORT graph setup
+                enc.encode(texts[:64], batch_size=32, show_progress_bar=False)
+            for _ in range(args.repeats):
+                for name, enc in runners.items():
+                    torch.set_num_threads(args.threads)
+                    t0 = time.perf_counter()
+                    v = enc.encode(texts, batch_size=32, show_progress_bar=False)
+                    times[name].append(time.perf_counter() - t0)
+                    vecs[name] = np.asarray(v, dtype=np.float32)
+        finally:
+            for enc in runners.values():
+                if isinstance(enc, StPool):  # its worker processes
+                    enc.close()
         flops = useful_flops(path, runners["simkit torch fp32"].tokenizer, texts, ml)
-        for enc in runners.values():
-            if isinstance(enc, StPool):
-                enc.close()
     # Re-measured after the runs; the best is the peak (one measurement under load reads low).
     peak = max(peak, matmul_peak(args.threads))
     med = {k: statistics.median(v) for k, v in times.items()}
