@@ -33,6 +33,29 @@ loop differ by 5-10 %, so a ratio of 3 repeats is only good to a few per cent; t
 batch assembly, timed inside its clock, is printed separately (its only per-step work that a
 plain loop does not do, besides the scheduler, the NaN check and logging every 10 steps).
 
+Two options time the trainer on other batches, beside the two loops above:
+``--group-by-length`` (``TrainConfig.group_by_length``: batches of similar-length pairs, so
+other pairs per step) and ``--micro-batches N`` (the same batches, each cut by length into N
+forward passes padded to their own longest row; the losses are those of the whole batch).
+Their speed is compared in non-padding tokens a second.
+
+Measured 2026-11-28 (Intel Xeon, 2 threads, bf16 autocast, quiet machine), RoFormer 8 x 192
+(the bundled model's shape), the STS valid positives, batch 32 pairs, 12 steps, 3 repeats;
+``--data-dir ../shared/data/chinese-sts --layers 8 --bf16 --threads 2 --steps 12 --warmup 2``
+with ``--group-by-length --micro-batches 3``, then ``--micro-batches 2`` and ``4``. A random
+batch is 51 % real tokens. Per-repeat medians of tokens/s against the plain loop:
+
+* ``group_by_length``: 99 % real tokens, 1.88x (1.85x in an earlier run of the same command).
+* ``micro_batches`` 2 / 3 / 4: 69 / 79 / 84 % real tokens, 1.27x / 1.27x (table median
+  1.40x) / 1.36x.
+
+Grouping is faster, but it changes the batches: lengths differ by source, so a batch comes
+mostly from one task. From scratch (RoFormer 4 x 192, the card's stage-1 recipe, 2 epochs,
+one seed each), grouping took 571 s instead of 1,122 s and scored 35.1 instead of 39.0 on
+the mean of the five select parts, after the same 740 steps. Micro-batches keep every batch
+and its loss (equal to the one padded batch up to rounding, tested), so ``--micro-batches 3``
+is the CPU speed-up to use without re-validating a recipe.
+
     OMP_NUM_THREADS=1 python bench/train.py                        # ~2 min on one busy core
     OMP_NUM_THREADS=1 python bench/train.py --data-dir ../shared/data/chinese-sts --bf16
     OMP_NUM_THREADS=1 python bench/train.py --layers 1 --hidden 16 --heads 1 --steps 50 --repeats 5
@@ -44,6 +67,7 @@ trainer's machinery in ms per step; at the default size it is well under the run
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import statistics
 import tempfile
@@ -94,7 +118,7 @@ def run_simkit(model, init: dict, tok, info, pairs, cfg: TrainConfig, warmup: in
     batches: list[dict] = []
     assembly: list[float] = []
     first: list[dict] = []
-    losses_fn, batch_fn, checkpoint_fn = trainer._losses, trainer._simbert_batch, trainer._checkpoint
+    losses_fn, batch_fn, checkpoint_fn = trainer._losses, trainer._simbert_batches, trainer._checkpoint
     saved: list[float] = []
 
     def timed_losses():
@@ -114,7 +138,7 @@ def run_simkit(model, init: dict, tok, info, pairs, cfg: TrainConfig, warmup: in
         saved.append(time.perf_counter())
         return checkpoint_fn(*args)
 
-    trainer._losses, trainer._simbert_batch = timed_losses, recorded_batch
+    trainer._losses, trainer._simbert_batches = timed_losses, recorded_batch
     trainer._checkpoint = timed_checkpoint
     with tempfile.TemporaryDirectory() as d:
         t0 = time.perf_counter()
@@ -127,7 +151,7 @@ def run_simkit(model, init: dict, tok, info, pairs, cfg: TrainConfig, warmup: in
             "first_loss": float(sum(first[0].values()).detach()), "batches": batches}
 
 
-def run_plain(model, init: dict, batches: list[dict], cfg: TrainConfig, warmup: int, steps: int) -> dict:
+def run_plain(model, init: dict, batches: list[list[dict]], cfg: TrainConfig, warmup: int, steps: int) -> dict:
     """The same math by hand: forward, SimBERT losses, backward, clip, AdamW step, zero_grad."""
     model.load_state_dict(init)
     model.train()
@@ -165,6 +189,10 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=3, help="untimed steps before them")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--bf16", action="store_true", help="bfloat16 autocast (both loops)")
+    ap.add_argument("--group-by-length", action="store_true",
+                    help="also time the trainer with group_by_length (its own batches)")
+    ap.add_argument("--micro-batches", type=int, default=1,
+                    help="also time the trainer with this many forward passes per batch (same batches)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quiet", action="store_true", help="no progress bar (as `simkit -q train`)")
@@ -184,28 +212,49 @@ def main() -> None:
     cfg = TrainConfig(objective="simbert", batch_size=a.batch_size, max_seq_length=a.max_seq_length,
                       max_steps=a.warmup + a.steps + 1, seed=a.seed, bf16=a.bf16)
 
-    # The plain loop's batches: the trainer's own, built ahead (same stream, same order).
-    maker = Trainer(model, tok, info, cfg, positives=pairs, device="cpu")
-    batches = [maker._simbert_batch(maker.main.next()[0]) for _ in range(a.warmup + a.steps)]
-    tokens = sum(int(b["attention_mask"].sum()) for b in batches[a.warmup:])
-    rows = sum(len(b["input_ids"]) for b in batches[a.warmup:])
+    # Each runner's config; the plain loop runs the default trainer's batches.
+    configs = {"simkit Trainer": cfg, "plain loop": cfg}
+    if a.group_by_length:
+        configs["simkit, grouped"] = dataclasses.replace(cfg, group_by_length=True)
+    if a.micro_batches > 1:
+        configs[f"simkit, {a.micro_batches} passes"] = dataclasses.replace(cfg, micro_batches=a.micro_batches)
 
-    times: dict[str, list[float]] = {"simkit Trainer": [], "plain loop": []}
+    # Every runner's batches (each step: its list of forward passes), built ahead: the plain
+    # loop runs the trainer's own, and each trainer run is checked against its list.
+    def batches_of(c: TrainConfig) -> list[list[dict]]:
+        maker = Trainer(model, tok, info, c, positives=pairs, device="cpu")
+        return [maker._simbert_batches(maker.main.next()[0]) for _ in range(a.warmup + a.steps)]
+
+    batches = {name: batches_of(c) for name, c in configs.items() if name != "plain loop"}
+    batches["plain loop"] = batches["simkit Trainer"]
+
+    def count(name: str, what) -> int:
+        return sum(what(b) for step in batches[name][a.warmup:] for b in step)
+
+    tokens = {name: count(name, lambda b: int(b["attention_mask"].sum())) for name in configs}
+    padded = {name: count(name, lambda b: b["attention_mask"].numel()) for name in configs}
+    rows = count("plain loop", lambda b: len(b["input_ids"]))
+
+    names = list(configs)
+    times: dict[str, list[float]] = {name: [] for name in names}
     setup: list[float] = []
     teardown: list[float] = []
     assembly: list[float] = []
     first: dict[str, float] = {}
     for r in range(a.repeats):
-        for name in (("simkit Trainer", "plain loop") if r % 2 == 0 else ("plain loop", "simkit Trainer")):
+        for name in (names if r % 2 == 0 else names[::-1]):
             if name == "plain loop":
-                res = run_plain(model, init, batches, cfg, a.warmup, a.steps)
+                res = run_plain(model, init, batches[name], cfg, a.warmup, a.steps)
             else:
-                res = run_simkit(model, init, tok, info, pairs, cfg, a.warmup, a.steps)
-                setup.append(res["setup"])
-                teardown.append(res["teardown"])
-                assembly.append(res["assembly"])
-                for mine, theirs in zip(res["batches"], batches):
-                    assert all(torch.equal(mine[k], theirs[k]) for k in theirs), "the trainer saw other batches"
+                res = run_simkit(model, init, tok, info, pairs, configs[name], a.warmup, a.steps)
+                if name == "simkit Trainer":
+                    setup.append(res["setup"])
+                    teardown.append(res["teardown"])
+                    assembly.append(res["assembly"])
+                for mine, theirs in zip(res["batches"], batches[name]):
+                    assert len(mine) == len(theirs) and all(
+                        torch.equal(m[k], t[k]) for m, t in zip(mine, theirs) for k in t), \
+                        "the trainer saw other batches"
             times[name].append(res["time"])
             first.setdefault(name, res["first_loss"])
 
@@ -214,23 +263,32 @@ def main() -> None:
           f"{n_params / 1e6:.1f} M parameters, random weights, dropout 0.1; "
           f"{'STS valid positives' if a.data_dir else 'random pairs'}: {len(pairs)}; "
           f"batch {a.batch_size} pairs ({rows // a.steps} rows/step on average), max_seq_length "
-          f"{a.max_seq_length}, {tokens / a.steps:.0f} non-padding tokens/step; {'bf16 autocast' if a.bf16 else 'fp32'}; "
+          f"{a.max_seq_length}, {tokens['plain loop'] / a.steps:.0f} non-padding tokens/step "
+          f"(share of the padded batches: "
+          + ", ".join(f"{name} {tokens[name] / padded[name]:.0%}" for name in names if name != "plain loop")
+          + f"); {'bf16 autocast' if a.bf16 else 'fp32'}; "
           f"{a.threads} thread{'s' if a.threads > 1 else ''}; {a.steps} timed steps after {a.warmup}, "
           f"median of {a.repeats} alternating runs")
     print(f"first-step loss: simkit {first['simkit Trainer']:.6f}, plain {first['plain loop']:.6f} "
           f"({'identical' if first['simkit Trainer'] == first['plain loop'] else 'DIFFERENT'}); "
           f"the trainer's batches equal the plain loop's\n")
-    plain = statistics.median(times["plain loop"])
-    print(f"| {'loop':<16} | {'s/step':>7} | {'steps/s':>7} | {'tokens/s':>8} | {'vs plain':>8} | all runs (s/step) |")
-    print(f"|{'-' * 18}|{'-' * 9}|{'-' * 9}|{'-' * 10}|{'-' * 10}|{'-' * 19}|")
+    def speed(name: str, t: float) -> float:  # non-padding tokens a second
+        return tokens[name] / t
+
+    plain = speed("plain loop", statistics.median(times["plain loop"]))
+    print(f"| {'loop':<18} | {'s/step':>7} | {'steps/s':>7} | {'tokens/s':>8} | {'vs plain':>8} | all runs (s/step) |")
+    print(f"|{'-' * 20}|{'-' * 9}|{'-' * 9}|{'-' * 10}|{'-' * 10}|{'-' * 19}|")
     for name, ts in times.items():
         med = statistics.median(ts)
         runs = " ".join(f"{t / a.steps:.4f}" for t in ts)
-        print(f"| {name:<16} | {med / a.steps:7.4f} | {a.steps / med:7.2f} | {tokens / med:8.0f} | "
-              f"{plain / med:7.3f}x | {runs:<17} |")
-    paired = statistics.median(p / s for p, s in zip(times["plain loop"], times["simkit Trainer"]))
-    print(f"\nsimkit/plain speed, median of the per-repeat ratios (each repeat runs the two loops "
-          f"back to back, so slow drifts of the machine's load cancel): {paired:.3f}x")
+        print(f"| {name:<18} | {med / a.steps:7.4f} | {a.steps / med:7.2f} | {speed(name, med):8.0f} | "
+              f"{speed(name, med) / plain:7.3f}x | {runs:<17} |")
+    print("\n(tokens/s: non-padding tokens; 'vs plain' compares them, so a loop on other batches compares fairly)")
+    for name in (n for n in names if n != "plain loop"):
+        paired = statistics.median(speed(name, s) / speed("plain loop", p)
+                                   for p, s in zip(times["plain loop"], times[name]))
+        print(f"{name} / plain loop in tokens/s, median of the per-repeat ratios (each repeat runs the "
+              f"loops back to back, so slow drifts of the machine's load cancel): {paired:.3f}x")
     asm = statistics.median(assembly)
     print(f"of the trainer's time, batch assembly from token ids (the plain loop's batches are "
           f"pre-built): {asm / a.steps * 1e3:.1f} ms/step, "

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from simkit_cli.app import app
 from typer.testing import CliRunner
 
 from simkit.errors import InputError
 from simkit.models.checkpoint import load_model
 from simkit.train.data import load_training_files
-from simkit.train.objectives import contrastive_loss, cosent_loss
-from simkit.train.trainer import TrainConfig, Trainer, TrainingError
+from simkit.train.objectives import contrastive_loss, cosent_loss, simbert_losses
+from simkit.train.trainer import GROUP_WINDOW, Stream, TrainConfig, Trainer, TrainingError
 
 PAIRS = [
     ("花呗怎么还款", "怎么还花呗", 1), ("借呗可以提前还款吗", "借呗能提前还吗", 1),
@@ -66,8 +69,10 @@ def test_training_reduces_loss(tiny_roformer_dir, pair_file, tmp_path):
     assert (tmp_path / "run" / "model" / "model.safetensors").is_file()
 
 
-def test_resume_is_exact(tiny_bert_dir, pair_file, tmp_path):
-    cfg = dict(batch_size=2, epochs=2, lr=1e-3, cosent_weight=0.5, cosent_batch_size=4, checkpoint_every=3, seed=3)
+@pytest.mark.parametrize("group_by_length, micro_batches", [(False, 1), (True, 1), (False, 2)])
+def test_resume_is_exact(tiny_bert_dir, pair_file, tmp_path, group_by_length, micro_batches):
+    cfg = dict(batch_size=2, epochs=2, lr=1e-3, cosent_weight=0.5, cosent_batch_size=4, checkpoint_every=3, seed=3,
+               group_by_length=group_by_length, micro_batches=micro_batches)
     straight = _trainer(tiny_bert_dir, TrainConfig(**cfg), pair_file)
     straight.train(tmp_path / "a")
     # A real interruption: the time budget stops the run (and checkpoints) after one step;
@@ -80,6 +85,90 @@ def test_resume_is_exact(tiny_bert_dir, pair_file, tmp_path):
     a = straight.model.state_dict()
     for k, v in resumed.model.state_dict().items():
         torch.testing.assert_close(v, a[k], atol=0, rtol=0, msg=k)
+
+
+def test_resume_with_other_grouping_is_refused(tiny_bert_dir, pair_file, tmp_path):
+    _trainer(tiny_bert_dir, TrainConfig(batch_size=2, max_steps=1), pair_file).train(tmp_path / "run")
+    grouped = _trainer(tiny_bert_dir, TrainConfig(batch_size=2, max_steps=2, group_by_length=True), pair_file)
+    with pytest.raises(TrainingError, match="made without group_by_length, this run is with it"):
+        grouped.train(tmp_path / "run", resume_from=tmp_path / "run")
+
+
+@settings(max_examples=200, deadline=None)
+@given(n=st.integers(1, 400), batch_size=st.integers(1, 9), seed=st.integers(0, 3),
+       data=st.data())
+def test_grouped_stream_is_a_permutation_of_windowed_batches(n, batch_size, seed, data):
+    lengths = np.array(data.draw(st.lists(st.integers(1, 64), min_size=n, max_size=n)))
+    stream = Stream(n, batch_size, seed, lengths)
+    window = GROUP_WINDOW * batch_size
+    for epoch in range(2):
+        batches, end = [], False
+        while not end:
+            idx, end = stream.next()
+            batches.append(idx)
+        assert stream.epoch == epoch + 1 and len(batches) == stream.steps_per_epoch()
+        order = np.concatenate(batches)
+        assert sorted(order.tolist()) == list(range(n))  # every item once an epoch
+        assert all(len(b) == batch_size for b in batches[:-1])
+        # Each batch comes from one window of the epoch's shuffle, and is a slice of that
+        # window sorted by length: the lengths of one batch are >= those of the next slice.
+        shuffle = np.random.default_rng([seed, epoch]).permutation(n)
+        where = np.empty(n, dtype=int)
+        where[shuffle] = np.arange(n) // window
+        for b in batches:
+            assert len(set(where[b].tolist())) == 1
+            assert np.all(np.diff(lengths[b]) <= 0)
+
+
+def test_grouping_cuts_padding_and_keeps_the_data(tiny_bert_dir, tmp_path):
+    rng = np.random.default_rng(0)
+    chars = list("花呗怎么还款借可以提前吗明天会下雨今北京的气样孩子发烧了应该办电脑开不机")
+
+    def text():
+        return "".join(rng.choice(chars, size=int(rng.integers(2, 25))))
+
+    f = tmp_path / "many.tsv"
+    f.write_text("".join(f"{text()}\t{text()}\t1\n" for _ in range(600)), encoding="utf-8")
+    fill = {}
+    for grouped in (False, True):
+        t = _trainer(tiny_bert_dir, TrainConfig(batch_size=16, group_by_length=grouped), f)
+        seen, masks, end = [], [], False
+        while not end:
+            idx, end = t.main.next()
+            seen.extend(idx.tolist())
+            masks.append(t._simbert_batch(idx)["attention_mask"])
+        assert sorted(seen) == list(range(len(t.positives)))
+        fill[grouped] = sum(int(m.sum()) for m in masks) / sum(m.numel() for m in masks)
+    assert fill[False] < 0.75 and fill[True] > 0.95, fill
+
+
+@pytest.mark.parametrize("model_dir", ["tiny_bert_dir", "tiny_roformer_dir"])
+def test_micro_batches_give_the_batch_losses_with_less_padding(model_dir, pair_file, request):
+    # Without dropout, cutting a batch into passes of similar length changes only the padding:
+    # the SimBERT losses and the CoSENT vectors equal those of the one padded batch.
+    one = _trainer(request.getfixturevalue(model_dir), TrainConfig(batch_size=6), pair_file)
+    three = _trainer(request.getfixturevalue(model_dir), TrainConfig(batch_size=6, micro_batches=3), pair_file)
+    three.model = one.model.eval()
+    idx = np.arange(len(one.positives))
+    parts = three._simbert_batches(idx)
+    whole = one._simbert_batches(idx)
+    assert len(whole) == 1 and len(parts) == 3
+    assert sum(b["input_ids"].numel() for b in parts) < whole[0]["input_ids"].numel()
+    pad = one.tokenizer.pad_token_id
+
+    def rows(batches):
+        return sorted(tuple(t for t in r if t != pad) for b in batches for r in b["input_ids"].tolist())
+
+    assert rows(parts) == rows(whole)
+    with torch.no_grad():
+        want = simbert_losses(one.model, whole)
+        got = simbert_losses(one.model, parts)
+        for k in want:
+            torch.testing.assert_close(got[k], want[k], rtol=1e-5, atol=1e-6)
+        texts = [p.a for p in one.labelled]
+        torch.testing.assert_close(three._vectors(texts), one._vectors(texts), rtol=1e-5, atol=1e-6)
+    with pytest.raises(InputError, match="micro_batches=0"):
+        _trainer(request.getfixturevalue(model_dir), TrainConfig(micro_batches=0), pair_file)
 
 
 def test_resume_from_another_model_is_refused(tiny_bert_dir, tiny_roformer_dir, pair_file, tmp_path):
@@ -119,10 +208,12 @@ def test_cli_from_scratch_with_valid(pair_file, tmp_path):
     res = CliRunner().invoke(app, ["-q", "train", "simbert", str(pair_file), "-o", str(tmp_path / "run"),
                                    "--hidden-size", "32", "--num-layers", "1", "--num-heads", "2",
                                    "--epochs", "2", "--batch-size", "4", "--valid", str(pair_file),
-                                   "--cosent-weight", "1"])
+                                   "--cosent-weight", "1", "--group-by-length", "--micro-batches", "2"])
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
     assert out["best_main_score"] is not None and out["steps"] == 4
+    config = json.loads((tmp_path / "run" / "train_config.json").read_text())["train_config"]
+    assert config["group_by_length"] is True and config["micro_batches"] == 2
     model, tok, _ = load_model(out["model"])
     assert tok.vocab_size > 20 and model.lm_head is not None
 

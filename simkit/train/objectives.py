@@ -10,6 +10,9 @@ the batch, scale 30, with the row of the same pair in the other order as the pos
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 
@@ -22,8 +25,10 @@ SIMCSE_TEMPERATURE = 0.05  # Gao et al. 2021, supervised SimCSE
 
 
 def seq2seq_loss(model: SimBertModel, hidden: torch.Tensor, input_ids: torch.Tensor,
-                 token_type_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """Mean CE of predicting each segment-1 token (its final [SEP] included) from its past.
+                 token_type_ids: torch.Tensor, attention_mask: torch.Tensor,
+                 reduction: Literal["mean", "sum"] = "mean") -> torch.Tensor:
+    """Mean (or summed) CE of predicting each segment-1 token (its final [SEP] included)
+    from its past.
 
     Only the positions that predict a target go through the LM head: the vocabulary
     projection is the largest matmul of a small model, and half the positions are segment 0.
@@ -31,7 +36,7 @@ def seq2seq_loss(model: SimBertModel, hidden: torch.Tensor, input_ids: torch.Ten
     target_mask = (token_type_ids[:, 1:] == 1) & attention_mask[:, 1:].bool()
     logits = model.lm_logits(hidden[:, :-1][target_mask])
     targets = input_ids[:, 1:][target_mask]
-    return F.cross_entropy(logits.float(), targets)
+    return F.cross_entropy(logits.float(), targets, reduction=reduction)
 
 
 def contrastive_loss(vectors: torch.Tensor, scale: float = CONTRASTIVE_SCALE) -> torch.Tensor:
@@ -73,16 +78,24 @@ def sentence_vectors(model: SimBertModel, input_ids, attention_mask, pooling: st
     return pool(pooling, hidden, attention_mask, model.pool_cls if pooling == "pooler" else None)
 
 
-def simbert_losses(model: SimBertModel, batch: dict) -> dict[str, torch.Tensor]:
-    """Both SimBERT losses from one forward pass under the UniLM mask."""
-    out = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"],
-                unilm=True, output_hidden_states=False)
-    h = out.last_hidden_state
-    s2s_ids = batch.get("target_ids", batch["input_ids"])  # targets stay clean when input is masked
-    return {
-        "seq2seq": seq2seq_loss(model, h, s2s_ids, batch["token_type_ids"], batch["attention_mask"]),
-        "contrastive": contrastive_loss(model.pool_cls(h[:, 0])),
-    }
+def simbert_losses(model: SimBertModel, batch: dict | Sequence[dict]) -> dict[str, torch.Tensor]:
+    """Both SimBERT losses from one forward pass under the UniLM mask.
+
+    A list of batches (one batch cut into forward passes of similar-length pairs, each padded
+    only to its own longest row) gives the losses of their union: the seq2seq CE averaged
+    over all their target tokens, the contrastive softmax over all their rows.
+    """
+    total, count, pooled = None, 0, []
+    for b in [batch] if isinstance(batch, dict) else batch:
+        out = model(b["input_ids"], b["attention_mask"], b["token_type_ids"],
+                    unilm=True, output_hidden_states=False)
+        h = out.last_hidden_state
+        s2s_ids = b.get("target_ids", b["input_ids"])  # targets stay clean when input is masked
+        nll = seq2seq_loss(model, h, s2s_ids, b["token_type_ids"], b["attention_mask"], "sum")
+        total = nll if total is None else total + nll
+        count += int(((b["token_type_ids"][:, 1:] == 1) & b["attention_mask"][:, 1:].bool()).sum())
+        pooled.append(model.pool_cls(h[:, 0]))
+    return {"seq2seq": total / count, "contrastive": contrastive_loss(torch.cat(pooled))}
 
 
 def mask_tokens(input_ids: torch.Tensor, attention_mask: torch.Tensor, special: torch.Tensor,

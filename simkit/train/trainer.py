@@ -78,20 +78,56 @@ class TrainConfig:
     simcse_batch_size: int = 64     # triples per step for the SimCSE loss
     seed: int = 0
     bf16: bool = False
+    # Batches of items of similar length (Hugging Face's group_by_length): far less padding,
+    # but each batch then comes mostly from one source (lengths differ by source).
+    group_by_length: bool = False
+    # Forward passes per batch: its items sorted by length and cut into this many passes,
+    # each padded to its own longest item. The losses are the whole batch's (same items,
+    # same in-batch negatives); only the padding shrinks.
+    micro_batches: int = 1
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
     log_every: int = 10
 
 
-class Stream:
-    """Shuffled batches over a list, epoch by epoch; its position is part of a checkpoint."""
+# With group_by_length, batches are formed within windows of this many batches' items.
+GROUP_WINDOW = 50
 
-    def __init__(self, n: int, batch_size: int, seed: int):
+
+class Stream:
+    """Shuffled batches over a list, epoch by epoch; its position is part of a checkpoint.
+
+    With ``lengths`` (one per item), each batch holds items of similar length, as Hugging
+    Face's ``group_by_length``: the epoch's shuffle is cut into windows of ``GROUP_WINDOW``
+    batches, each window is sorted by length and cut into batches, and the full batches are
+    shuffled (a short last batch stays last). A batch is still a random draw from its window,
+    and padding nearly vanishes.
+
+    >>> Stream(5, 2, seed=0, lengths=[3, 9, 1, 8, 2]).next()   # (indices, ends the epoch)
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int, lengths: Sequence[int] | None = None):
         self.n, self.batch_size, self.seed = n, batch_size, seed
+        self.lengths = None if lengths is None else np.asarray(lengths)
+        if self.lengths is not None and len(self.lengths) != n:
+            raise ValueError(f"{len(self.lengths)} lengths for {n} items")
         self.epoch, self.index = 0, 0
+        self._cached: tuple[int, np.ndarray] | None = None
 
     def _order(self) -> np.ndarray:
-        return np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
+        if self._cached is not None and self._cached[0] == self.epoch:
+            return self._cached[1]
+        rng = np.random.default_rng([self.seed, self.epoch])
+        order = rng.permutation(self.n)
+        if self.lengths is not None:
+            window = GROUP_WINDOW * self.batch_size  # a multiple of batch_size: no batch straddles two
+            parts = np.split(order, range(window, self.n, window))
+            order = np.concatenate([w[np.argsort(-self.lengths[w], kind="stable")] for w in parts])
+            full = self.n - self.n % self.batch_size
+            batches = order[:full].reshape(-1, self.batch_size)
+            order = np.concatenate([batches[rng.permutation(len(batches))].ravel(), order[full:]])
+        self._cached = (self.epoch, order)
+        return order
 
     def next(self) -> tuple[np.ndarray, bool]:
         """Indices of the next batch, and whether it ends an epoch."""
@@ -107,11 +143,16 @@ class Stream:
         return math.ceil(self.n / self.batch_size)
 
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "index": self.index, "n": self.n}
+        return {"epoch": self.epoch, "index": self.index, "n": self.n,
+                "grouped": self.lengths is not None}
 
     def load_state_dict(self, s: dict) -> None:
         if s["n"] != self.n:
             raise TrainingError(f"checkpoint was made on {s['n']} training items, this run has {self.n}")
+        grouped = bool(s.get("grouped", False))  # checkpoints from before grouping existed: False
+        if grouped != (self.lengths is not None):
+            raise TrainingError(f"checkpoint was made {'with' if grouped else 'without'} group_by_length, "
+                                f"this run is {'without' if grouped else 'with'} it: the batch order would change")
         self.epoch, self.index = s["epoch"], s["index"]
 
 
@@ -132,6 +173,9 @@ class Trainer:
     ):
         check_choice("objective", config.objective, get_args(Objective))
         check_choice("cosent_scope", config.cosent_scope, get_args(CosentScope))
+        if not isinstance(config.micro_batches, int) or isinstance(config.micro_batches, bool) \
+                or config.micro_batches < 1:
+            raise InputError(f"micro_batches={config.micro_batches!r}; expected an int >= 1")
         self.model, self.tokenizer, self.info, self.config = model, tokenizer, info, config
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.positives, self.labelled = list(positives), list(labelled)
@@ -173,17 +217,36 @@ class Trainer:
                  "cosent": (len(self.labelled), config.cosent_batch_size),
                  "mlm": (len(self.sentences), config.mlm_batch_size),
                  "simcse": (len(self.triples), config.simcse_batch_size)}
-        self.main = Stream(*sizes[config.objective], config.seed)
-        self.aux = Stream(len(self.labelled), config.cosent_batch_size, config.seed + 1) if (
+
+        def stream(name: str, seed: int) -> Stream:
+            return Stream(*sizes[name], seed, self._lengths(name) if config.group_by_length else None)
+
+        self.main = stream(config.objective, config.seed)
+        self.aux = stream("cosent", config.seed + 1) if (
             config.objective != "cosent" and config.cosent_weight > 0) else None
         # Further losses beside the main objective, each with its own stream over its data.
-        self.extra = {name: Stream(*sizes[name], config.seed + 2 + k)
+        self.extra = {name: stream(name, config.seed + 2 + k)
                       for k, name in enumerate(("mlm", "simcse"))
                       if name != config.objective and getattr(config, f"{name}_weight") > 0}
         self.step = 0
         self.best_score: float | None = None
 
     # -- batches ----------------------------------------------------------------------
+    def _lengths(self, name: str) -> list[int]:
+        """Tokens each item of a stream puts in its batch, as the batch builders cut them."""
+        half, keep = (self.config.max_seq_length - 3) // 2, self.config.max_seq_length - 2
+
+        def n(text: str, cap: int = keep) -> int:
+            return min(len(self._ids[text]), cap)
+
+        if name == "simbert":
+            return [n(a, half) + n(b, half) for a, b in self.positives]
+        if name == "cosent":
+            return [n(p.a) + n(p.b) for p in self.labelled]
+        if name == "mlm":
+            return [n(t) for t in self.sentences]
+        return [sum(n(t) for t in tri) for tri in self.triples]
+
     def _pad(self, rows: list[list[int]], types: list[list[int]] | None = None) -> dict:
         return pad_batch(rows, self.tokenizer.pad_token_id, types, self.device)
 
@@ -191,6 +254,28 @@ class Trainer:
         keep = self.config.max_seq_length - 2
         cls_, sep = self.tokenizer.cls_token_id, self.tokenizer.sep_token_id
         return self._pad([[cls_, *self._ids[t][:keep], sep] for t in texts])
+
+    def _parts(self, lengths: Sequence[int]) -> list[np.ndarray]:
+        """Positions of a batch's items per forward pass: by length, ``micro_batches`` parts."""
+        if self.config.micro_batches == 1:
+            return [np.arange(len(lengths))]
+        order = np.argsort(-np.asarray(lengths), kind="stable")
+        return [part for part in np.array_split(order, self.config.micro_batches) if len(part)]
+
+    def _vectors(self, texts: list[str]) -> torch.Tensor:
+        """Pooled vectors of single sentences, in ``texts`` order, one forward pass per part."""
+        parts = self._parts([len(self._ids[t]) for t in texts])
+        vecs = [sentence_vectors(self.model, **_ids_mask(self._singles([texts[i] for i in part])),
+                                 pooling=self.info.pooling) for part in parts]
+        if self.config.micro_batches == 1:
+            return vecs[0]
+        return torch.cat(vecs)[torch.from_numpy(np.argsort(np.concatenate(parts))).to(vecs[0].device)]
+
+    def _simbert_batches(self, idx: np.ndarray) -> list[dict]:
+        """The step's SimBERT batch as ``micro_batches`` padded parts of similar-length pairs."""
+        half = (self.config.max_seq_length - 3) // 2
+        lengths = [sum(min(len(self._ids[t]), half) for t in self.positives[i]) for i in idx]
+        return [self._simbert_batch(idx[part]) for part in self._parts(lengths)]
 
     def _simbert_batch(self, idx: np.ndarray) -> dict:
         half = (self.config.max_seq_length - 3) // 2
@@ -214,8 +299,7 @@ class Trainer:
 
     def _cosent(self, idx: np.ndarray) -> torch.Tensor:
         pairs = [self.labelled[i] for i in idx]
-        va = sentence_vectors(self.model, **_ids_mask(self._singles([p.a for p in pairs])), pooling=self.info.pooling)
-        vb = sentence_vectors(self.model, **_ids_mask(self._singles([p.b for p in pairs])), pooling=self.info.pooling)
+        va, vb = self._vectors([p.a for p in pairs]), self._vectors([p.b for p in pairs])
         cos = torch.nn.functional.cosine_similarity(va.float(), vb.float(), dim=-1)
         labels = torch.tensor([p.label for p in pairs], device=cos.device)
         groups = (torch.tensor([p.source for p in pairs], device=cos.device)
@@ -232,10 +316,7 @@ class Trainer:
 
     def _simcse(self, idx: np.ndarray) -> torch.Tensor:
         triples = [self.triples[i] for i in idx]
-        a, p, n = ([t[k] for t in triples] for k in range(3))
-        vecs = [sentence_vectors(self.model, **_ids_mask(self._singles(texts)), pooling=self.info.pooling)
-                for texts in (a, p, n)]
-        return simcse_loss(*vecs)
+        return simcse_loss(*(self._vectors([t[k] for t in triples]) for k in range(3)))
 
     def _losses(self) -> tuple[dict[str, torch.Tensor], bool]:
         cfg = self.config
@@ -246,13 +327,12 @@ class Trainer:
             if self.aux is not None:
                 losses["cosent"] = cfg.cosent_weight * self._cosent(self.aux.next()[0])
         elif cfg.objective == "simbert":
-            batch = self._simbert_batch(idx)
-            losses.update(simbert_losses(self.model, batch))
+            losses.update(simbert_losses(self.model, self._simbert_batches(idx)))
             if self.aux is not None:
                 losses["cosent"] = cfg.cosent_weight * self._cosent(self.aux.next()[0])
             if cfg.distill_weight > 0:
                 texts = [self.positives[i][k] for i in idx for k in (0, 1)]
-                student = sentence_vectors(self.model, **_ids_mask(self._singles(texts)), pooling=self.info.pooling)
+                student = self._vectors(texts)
                 teacher = torch.from_numpy(self.teacher.encode(texts, show_progress_bar=False)).to(student.device)
                 losses["distill"] = cfg.distill_weight * distill_loss(student, teacher)
         else:
