@@ -40,6 +40,28 @@ queries is printed).
 "raw encoder" is measured both ways a batch can run (one padded forward pass, and cut by the
 token budget simkit serve uses, ``--max-tokens-per-batch``); the faster is the limit.
 
+Each cell also reports the CPUs the server process used (its main thread, the event loop, in
+brackets) and the load client, from /proc and this process's CPU time. The last line turns
+them into a bound for this machine: CPU a query needs outside the model (event loop + client)
+plus the raw encoder's CPU per sentence, over the CPUs there are.
+
+One run of the first line without --infinity, 2026-11-28, same machine, quiet (load 0.7 at the
+start), after that CPU accounting was added; medians of 2 runs:
+
+| clients | server | req/s | p50 / p99 ms | vs best peer | CPUs: server (event loop) / client |
+|---:|---|---:|---:|---:|---|
+| 1 | simkit serve | 151.5 | 6.3 / 10.4 | 2.03x | 1.96 (0.08) / 0.02 |
+| 8 | simkit serve | 257.6 | 29.2 / 54.3 | 3.57x | 1.83 (0.12) / 0.02 |
+| 64 | simkit serve | 528.4 | 106.7 / 341.1 | 7.05x | 1.73 (0.22) / 0.02 |
+| 64 | peer (def) | 62.3 | 1013.1 / 1388.0 | 0.83x | 1.56 (0.07) / 0.01 |
+| 64 | peer (async) | 75.0 | 832.2 / 1002.6 | 1.00x | 1.91 (0.91) / 0.02 |
+
+The raw encoder read 980.1 sentences/s (token budget 512) with 1.97 CPUs busy: 2.013 ms of
+CPU a sentence. At 64 clients a query cost the event loop 0.411 ms and the client 0.045 ms,
+so on these 2 CPUs no scheduling could pass 810.0 queries/s = 83 % of the raw encoder; the
+service reached 528.4 = 54 %. A 90 % bound needs the whole HTTP path under ~0.23 ms of CPU a
+query, and the model at full speed while it runs beside it.
+
 One run of the first line with --infinity (below), 2026-11-28, Intel Xeon, 2 logical CPUs,
 quiet machine (load 0.5 at the start), the stage-10 default weights with the fast RoFormer
 attention of ``simkit.models.attention`` (in every server that loads them through simkit:
@@ -140,6 +162,16 @@ def questions(data_dir: Path, n: int, n_queries: int, seed: int) -> tuple[list[s
     return [texts[i] for i in order[:n]], [texts[i] for i in order[n:n + n_queries]]
 
 
+
+
+def cpu_seconds(pid: int, thread: int | None = None) -> float:
+    """User + system CPU seconds of a process (or of one of its threads), from /proc."""
+    where = f"/proc/{pid}/stat" if thread is None else f"/proc/{pid}/task/{thread}/stat"
+    try:
+        fields = Path(where).read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
 def free_port() -> int:
@@ -245,17 +277,19 @@ def wait_up(url: str, proc: subprocess.Popen, log: Path, limit: float = 180) -> 
 
 def table(cells: dict, clients: list[int], names: list[str], peers: list[str], unit: str, versus: str) -> None:
     """Markdown rows of medians per (name, clients), the ratio to the best of ``peers``."""
-    print(f"| clients | server | req/s | {unit} | p50 ms | p99 ms | errors (all runs) | req/s vs {versus} |")
-    print("|---:|---|---:|---:|---:|---:|---:|---:|")
+    print(f"| clients | server | req/s | {unit} | p50 ms | p99 ms | errors (all runs) | req/s vs {versus} "
+          "| CPUs: server (its event loop) / client |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---|")
+    keys = ("rps", "qps", "p50", "p99", "server_cpus", "loop_cpus", "client_cpus")
     for c in clients:
-        med = {name: {k: statistics.median(r[k] for r in cells[(name, c)]) for k in ("rps", "qps", "p50", "p99")}
-               for name in names}
+        med = {name: {k: statistics.median(r[k] for r in cells[(name, c)]) for k in keys} for name in names}
         best = max(med[name]["rps"] for name in peers)
         for name in names:
             m = med[name]
             errs = sum(r["errors"] for r in cells[(name, c)])
             print(f"| {c} | {name} | {m['rps']:.1f} | {m['qps']:.1f} | {m['p50']:.1f} | {m['p99']:.1f} | {errs} | "
-                  f"{m['rps'] / best:.2f}x |")
+                  f"{m['rps'] / best:.2f}x | {m['server_cpus']:.2f} ({m['loop_cpus']:.2f}) / "
+                  f"{m['client_cpus']:.2f} |")
 
 
 def main(argv=None) -> None:
@@ -309,17 +343,19 @@ def main(argv=None) -> None:
     # Both ways a batch can run: one padded forward pass, or cut by the token budget the
     # service uses; the faster is the limit.
     pipe.encode(queries[: args.max_batch])
-    raw_rates = {}
+    raw_rates, raw_cpus = {}, {}
     for budget in (0, args.max_tokens_per_batch):
         pipe.encoder.max_tokens_per_batch = budget
-        raw = []
+        raw, cpus = [], []
         for _ in range(5):
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             for s in range(0, 512, args.max_batch):
                 pipe.encode(queries[s:s + args.max_batch], batch_size=args.max_batch)
             raw.append(512 / (time.perf_counter() - t))
-        raw_rates[budget] = statistics.median(raw)
+            cpus.append((time.process_time() - c) / (time.perf_counter() - t))
+        raw_rates[budget], raw_cpus[budget] = statistics.median(raw), statistics.median(cpus)
     raw_rate = max(raw_rates.values())
+    raw_cpu = raw_cpus[max(raw_rates, key=raw_rates.get)]
     del pipe
 
     indexes = [str(tmp / "idx")]
@@ -387,8 +423,14 @@ def main(argv=None) -> None:
                 order = list(routes)[r % len(routes):] + list(routes)[:r % len(routes)]
                 for name in order:
                     server, path, body = routes[name]
+                    pid = procs[server].pid  # its main thread runs the event loop
+                    before = (cpu_seconds(pid), cpu_seconds(pid, pid), time.process_time(), time.perf_counter())
                     res = asyncio.run(load(urls[server], body, queries, c, args.seconds,
                                            args.queries_per_request, path))
+                    after = (cpu_seconds(pid), cpu_seconds(pid, pid), time.process_time(), time.perf_counter())
+                    wall = after[3] - before[3]
+                    res["server_cpus"], res["loop_cpus"], res["client_cpus"] = (
+                        (b - a) / wall for a, b in zip(before[:3], after[:3]))
                     cells.setdefault((name, c), []).append(res)
                     print(f"  {name:24s} c={c:<3d} run {r + 1}: {res['rps']:7.1f} req/s  p50 {res['p50']:7.1f} ms  "
                           f"p99 {res['p99']:7.1f} ms  errors {res['errors']}", file=sys.stderr)
@@ -413,10 +455,24 @@ def main(argv=None) -> None:
     if args.infinity is not None:
         print(f"\n/encode, mean pooling, both servers: min cosine of their vectors over 50 queries {enc_cos:.6f}\n")
         table(cells, args.clients, list(encoders), ["infinity-emb /embeddings"], "texts/s", "infinity-emb")
-    top = statistics.median(r["qps"] for r in cells[("simkit serve", max(args.clients))])
+    top_cells = cells[("simkit serve", max(args.clients))]
+    top = statistics.median(r["qps"] for r in top_cells)
     print(f"\nsimkit serve at {max(args.clients)} clients ({args.queries_per_request} queries a request): "
           f"{top:.1f} queries/s = "
           f"{100 * top / raw_rate:.0f}% of the raw encoder")
+    # What the limit leaves room for on this machine: CPU time a query costs outside the model
+    # (the server's event-loop thread and the load client, which share these CPUs) added to
+    # the raw encoder's CPU time per sentence, spread over every CPU the processes may use.
+    ncpu = len(os.sched_getaffinity(0))
+    extra = statistics.median((r["loop_cpus"] + r["client_cpus"]) / r["qps"] for r in top_cells)
+    model = raw_cpu / raw_rate
+    bound = ncpu / (model + extra)
+    print(f"CPU a query costs at {max(args.clients)} clients: event-loop thread "
+          f"{1e3 * statistics.median(r['loop_cpus'] / r['qps'] for r in top_cells):.3f} ms + load client "
+          f"{1e3 * statistics.median(r['client_cpus'] / r['qps'] for r in top_cells):.3f} ms; the raw encoder "
+          f"{1e3 * model:.3f} ms a sentence ({raw_cpu:.2f} CPUs busy). With {ncpu} CPUs shared, even a service "
+          f"that never stalled the model could reach {bound:.1f} queries/s = {100 * bound / raw_rate:.0f}% "
+          f"of the raw encoder")
 
 
 if __name__ == "__main__":
