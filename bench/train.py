@@ -197,6 +197,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quiet", action="store_true", help="no progress bar (as `simkit -q train`)")
     a = ap.parse_args()
+    if a.micro_batches < 1:
+        ap.error(f"--micro-batches {a.micro_batches}: expected an int >= 1")
     torch.set_num_threads(a.threads)
     # As the CLI: INFO shows the trainer's progress bar on stderr, -q (here --quiet) hides it.
     logging.basicConfig(level=logging.WARNING if a.quiet else logging.INFO, format="%(message)s")

@@ -128,7 +128,8 @@ def _options(objective: str, data_help: str = DATA_HELP):
                                              "far less padding, faster steps."),
         micro_batches: int = typer.Option(1, "--micro-batches", min=1, help="Forward passes per batch: "
                                           "its items sorted by length and cut into N passes, each padded "
-                                          "to its own longest. Same loss, less padding (CPU: try 2-4)."),
+                                          "to its own longest. Same pair losses, less padding (CPU: "
+                                          "try 2-4); not for the masked-LM loss."),
         threads: int | None = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
         checkpoint_every: int = typer.Option(500, "--checkpoint-every"),
         resume: Path | None = typer.Option(None, "--resume", help="Resume from a checkpoint dir or a run dir (latest)."),

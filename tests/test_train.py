@@ -92,6 +92,16 @@ def test_resume_with_other_grouping_is_refused(tiny_bert_dir, pair_file, tmp_pat
     grouped = _trainer(tiny_bert_dir, TrainConfig(batch_size=2, max_steps=2, group_by_length=True), pair_file)
     with pytest.raises(TrainingError, match="made without group_by_length, this run is with it"):
         grouped.train(tmp_path / "run", resume_from=tmp_path / "run")
+    # A grouped checkpoint resumed with other item lengths (another max_seq_length) is refused.
+    cfg = dict(batch_size=2, max_steps=1, group_by_length=True)
+    _trainer(tiny_bert_dir, TrainConfig(**cfg), pair_file).train(tmp_path / "g")
+    shorter = _trainer(tiny_bert_dir, TrainConfig(**{**cfg, "max_steps": 2}, max_seq_length=8), pair_file)
+    with pytest.raises(TrainingError, match="built from other item lengths"):
+        shorter.train(tmp_path / "g", resume_from=tmp_path / "g")
+    for bad, match in ((dict(group_by_length="false"), "group_by_length='false'"),
+                       (dict(objective="mlm", micro_batches=2), "masked-LM loss has no in-batch")):
+        with pytest.raises(InputError, match=match):
+            _trainer(tiny_bert_dir, TrainConfig(**bad), pair_file)
 
 
 @settings(max_examples=200, deadline=None)

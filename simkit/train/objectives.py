@@ -85,7 +85,7 @@ def simbert_losses(model: SimBertModel, batch: dict | Sequence[dict]) -> dict[st
     only to its own longest row) gives the losses of their union: the seq2seq CE averaged
     over all their target tokens, the contrastive softmax over all their rows.
     """
-    total, count, pooled = None, 0, []
+    total, count, pooled = None, None, []
     for b in [batch] if isinstance(batch, dict) else batch:
         out = model(b["input_ids"], b["attention_mask"], b["token_type_ids"],
                     unilm=True, output_hidden_states=False)
@@ -93,7 +93,9 @@ def simbert_losses(model: SimBertModel, batch: dict | Sequence[dict]) -> dict[st
         s2s_ids = b.get("target_ids", b["input_ids"])  # targets stay clean when input is masked
         nll = seq2seq_loss(model, h, s2s_ids, b["token_type_ids"], b["attention_mask"], "sum")
         total = nll if total is None else total + nll
-        count += int(((b["token_type_ids"][:, 1:] == 1) & b["attention_mask"][:, 1:].bool()).sum())
+        # as a tensor: an int() here would wait for the device on every pass
+        targets = ((b["token_type_ids"][:, 1:] == 1) & b["attention_mask"][:, 1:].bool()).sum()
+        count = targets if count is None else count + targets
         pooled.append(model.pool_cls(h[:, 0]))
     return {"seq2seq": total / count, "contrastive": contrastive_loss(torch.cat(pooled))}
 

@@ -13,6 +13,7 @@ runs at the end of every epoch and the best model is kept.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import math
@@ -104,6 +105,7 @@ class Stream:
     and padding nearly vanishes.
 
     >>> Stream(5, 2, seed=0, lengths=[3, 9, 1, 8, 2]).next()   # (indices, ends the epoch)
+    (array([1, 3]), False)
     """
 
     def __init__(self, n: int, batch_size: int, seed: int, lengths: Sequence[int] | None = None):
@@ -142,9 +144,16 @@ class Stream:
     def steps_per_epoch(self) -> int:
         return math.ceil(self.n / self.batch_size)
 
+    def _lengths_key(self) -> str | None:
+        # The grouped order is built from the lengths (capped by max_seq_length, counted by
+        # the tokenizer): a resume must see the same ones to continue the same order.
+        if self.lengths is None:
+            return None
+        return hashlib.sha256(self.lengths.astype(np.int64).tobytes()).hexdigest()[:16]
+
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "index": self.index, "n": self.n,
-                "grouped": self.lengths is not None}
+                "grouped": self.lengths is not None, "lengths": self._lengths_key()}
 
     def load_state_dict(self, s: dict) -> None:
         if s["n"] != self.n:
@@ -153,6 +162,9 @@ class Stream:
         if grouped != (self.lengths is not None):
             raise TrainingError(f"checkpoint was made {'with' if grouped else 'without'} group_by_length, "
                                 f"this run is {'without' if grouped else 'with'} it: the batch order would change")
+        if grouped and s.get("lengths") != self._lengths_key():
+            raise TrainingError("checkpoint's length-grouped batches were built from other item lengths "
+                                "(another --max-seq-length or tokenizer?): the batch order would change")
         self.epoch, self.index = s["epoch"], s["index"]
 
 
@@ -176,6 +188,11 @@ class Trainer:
         if not isinstance(config.micro_batches, int) or isinstance(config.micro_batches, bool) \
                 or config.micro_batches < 1:
             raise InputError(f"micro_batches={config.micro_batches!r}; expected an int >= 1")
+        if config.micro_batches > 1 and config.objective == "mlm":
+            raise InputError("micro_batches splits the pair losses (SimBERT, CoSENT, SimCSE); the masked-LM "
+                             "loss has no in-batch negatives: use group_by_length (--group-by-length) for it")
+        if not isinstance(config.group_by_length, bool):
+            raise InputError(f"group_by_length={config.group_by_length!r}; expected True or False")
         self.model, self.tokenizer, self.info, self.config = model, tokenizer, info, config
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.positives, self.labelled = list(positives), list(labelled)
