@@ -364,6 +364,11 @@ def test_index_built_shard_by_shard_with_inverted_lists_on_disk(tmp_path, tiny_b
         assert len(disk) == 400 and [[h["id"] for h in q] for q in disk.search(X, top_k=5)] == want
     with pytest.raises(InputError, match="on disk"):
         load_index(tmp_path / "idx").add(X[:1], ["new"])
+    # The directory `simkit encode` writes (a versioned store) streams and goes on disk too.
+    res = runner.invoke(app, ["-q", "index", "build", str(tmp_path / "one"), "--preset", "ivf", "--chunk-size",
+                              "64", "--on-disk", "-o", str(tmp_path / "idx2")])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["on_disk"] is True and len(load_index(tmp_path / "idx2")) == 400
     # FAISS prints where it found index.ivfdata from C, on file descriptor 1: not into the data
     np.save(tmp_path / "q.npy", X[:2])
     out = subprocess.run([sys.executable, "-c", "from simkit_cli.app import main; main()", "-q", "index", "query",

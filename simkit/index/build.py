@@ -149,7 +149,8 @@ def build_index(input: str | os.PathLike, *, preset: str | None = None, factory:
         return VectorIndex(factory, preset=preset, metric=metric, transform=transform, pipeline=pipeline)
 
     path = Path(input)
-    if path.is_dir() and (path / "manifest.json").exists():
+    # A store's files sit in its current version (CURRENT -> v-*/); a reshard's at the top.
+    if path.is_dir() and (resolve_version(path) / "manifest.json").exists():
         # Flat and HNSW learn nothing from training: their "sample" is the first chunk.
         learns = factory is not None or preset in ("ivf", "ivfpq", "lsh")
         return _build_streaming(path, make, chunk_size, train_size if learns else min(chunk_size, 65536),
