@@ -104,6 +104,33 @@ def test_resume_with_other_grouping_is_refused(tiny_bert_dir, pair_file, tmp_pat
             _trainer(tiny_bert_dir, TrainConfig(**bad), pair_file)
 
 
+@pytest.mark.parametrize("bad, match", [
+    (dict(batch_size=0), r"batch_size=0; expected an int >= 1"),
+    (dict(checkpoint_every=0), r"checkpoint_every=0"), (dict(epochs=0), r"epochs=0"),
+    (dict(max_steps=-1), r"max_steps=-1"), (dict(cosent_weight=1.0, cosent_batch_size=0), r"cosent_batch_size=0"),
+    (dict(seed=-1), r"seed=-1"), (dict(max_seq_length=2), r"max_seq_length=2; expected an int >= 5"),
+    (dict(lr=float("nan")), r"lr=nan; expected a number in \(0, inf\)"), (dict(lr=0.0), r"lr=0.0"),
+    (dict(warmup_ratio=float("nan")), r"warmup_ratio=nan"), (dict(warmup_ratio=5.0), r"warmup_ratio=5.0; .*\[0, 1\]"),
+    (dict(mask_prob=2.0), r"mask_prob=2.0"), (dict(mask_prob=1.0), r"mask_prob=1.0; .*\[0, 1\)"),
+    (dict(cosent_weight=float("inf")), r"cosent_weight=inf"), (dict(time_budget=float("nan")), r"time_budget=nan"),
+])
+def test_bad_config_values_are_refused_by_name(tiny_bert_dir, pair_file, bad, match):
+    # Each of these crashed the run with a traceback (division by zero, NaN to int) or trained nothing.
+    with pytest.raises(InputError, match=match):
+        _trainer(tiny_bert_dir, TrainConfig(**bad), pair_file)
+
+
+def test_cli_bad_numbers_are_one_line_errors(pair_file, tmp_path):
+    base = ["-q", "train", "simbert", str(pair_file), "-o", str(tmp_path / "run"), "--hidden-size", "32",
+            "--num-layers", "1", "--num-heads", "1", "--max-steps", "1"]
+    for extra, match in ((["--batch-size", "0"], "batch_size=0"), (["--lr", "nan"], "lr=nan"),
+                         (["--hidden-size", "0"], "hidden_size=0"), (["--num-layers", "0"], "num_layers=0")):
+        res = CliRunner().invoke(app, [*base, *extra])
+        assert res.exit_code == 1, (extra, res.output)
+        errors = [line for line in res.output.splitlines() if line.startswith("simkit: error:")]
+        assert len(errors) == 1 and match in errors[0] and "Traceback" not in res.output, res.output
+
+
 @settings(max_examples=200, deadline=None)
 @given(n=st.integers(1, 400), batch_size=st.integers(1, 9), seed=st.integers(0, 3),
        data=st.data())

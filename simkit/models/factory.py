@@ -75,6 +75,10 @@ def make_config(
 ):
     """A BertConfig / RoFormerConfig of the given size (heads of 64 dims by default)."""
     check_choice("backbone", backbone, BACKBONES)
+    for name, v in (("hidden_size", hidden_size), ("num_layers", num_layers), ("num_heads", num_heads),
+                    ("intermediate_size", intermediate_size)):
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+            raise InputError(f"{name}={v!r}; expected an int >= 1")
     num_heads = num_heads or max(1, hidden_size // 64)
     if hidden_size % num_heads:
         raise InputError(f"hidden_size={hidden_size} is not divisible by num_heads={num_heads}")

@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import math
+import numbers
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -47,6 +48,43 @@ from .objectives import (
 log = logging.getLogger(__name__)
 Objective = Literal["simbert", "cosent", "mlm", "simcse"]
 CosentScope = Literal["file", "batch"]
+
+
+_INTS = {"batch_size": 1, "cosent_batch_size": 1, "mlm_batch_size": 1, "simcse_batch_size": 1,
+         "epochs": 1, "checkpoint_every": 1, "keep_checkpoints": 1, "log_every": 1, "micro_batches": 1,
+         "seed": 0, "max_seq_length": 5}  # 5: [CLS] a [SEP] b [SEP] with a and b non-empty
+# name: (lowest, highest, whether each end itself is allowed)
+_FLOATS = {"lr": (0.0, math.inf, False, False), "weight_decay": (0.0, math.inf, True, False),
+           "warmup_ratio": (0.0, 1.0, True, True), "max_grad_norm": (0.0, math.inf, False, False),
+           "mask_prob": (0.0, 1.0, True, False), "mlm_prob": (0.0, 1.0, False, False),
+           **{f"{w}_weight": (0.0, math.inf, True, False) for w in ("cosent", "distill", "mlm", "simcse")}}
+
+
+def check_config(config: TrainConfig) -> None:
+    """Refuse a config value that would crash the run or train nothing, naming it."""
+    def is_int(v) -> bool:
+        return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+    for name, low in _INTS.items():
+        v = getattr(config, name)
+        if not is_int(v) or v < low:
+            raise InputError(f"{name}={v!r}; expected an int >= {low}")
+    if config.max_steps is not None and (not is_int(config.max_steps) or config.max_steps < 1):
+        raise InputError(f"max_steps={config.max_steps!r}; expected an int >= 1 or None (the epochs decide)")
+    for name, (low, high, low_ok, high_ok) in _FLOATS.items():
+        v = getattr(config, name)
+        real = isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+        if not (real and (low < v or (low_ok and v == low)) and (v < high or (high_ok and v == high))):
+            raise InputError(f"{name}={v!r}; expected a number in {'[' if low_ok else '('}{low:g}, "
+                             f"{high:g}{']' if high_ok else ')'}")
+    budget = config.time_budget
+    if budget is not None and not (isinstance(budget, numbers.Real) and math.isfinite(budget) and budget >= 0):
+        raise InputError(f"time_budget={budget!r}; expected seconds >= 0 or None")
+    if config.micro_batches > 1 and config.objective == "mlm":
+        raise InputError("micro_batches splits the pair losses (SimBERT, CoSENT, SimCSE); the masked-LM "
+                         "loss has no in-batch negatives: use group_by_length (--group-by-length) for it")
+    if not isinstance(config.group_by_length, bool):
+        raise InputError(f"group_by_length={config.group_by_length!r}; expected True or False")
 
 
 class TrainingError(SimkitError):
@@ -185,14 +223,7 @@ class Trainer:
     ):
         check_choice("objective", config.objective, get_args(Objective))
         check_choice("cosent_scope", config.cosent_scope, get_args(CosentScope))
-        if not isinstance(config.micro_batches, int) or isinstance(config.micro_batches, bool) \
-                or config.micro_batches < 1:
-            raise InputError(f"micro_batches={config.micro_batches!r}; expected an int >= 1")
-        if config.micro_batches > 1 and config.objective == "mlm":
-            raise InputError("micro_batches splits the pair losses (SimBERT, CoSENT, SimCSE); the masked-LM "
-                             "loss has no in-batch negatives: use group_by_length (--group-by-length) for it")
-        if not isinstance(config.group_by_length, bool):
-            raise InputError(f"group_by_length={config.group_by_length!r}; expected True or False")
+        check_config(config)
         self.model, self.tokenizer, self.info, self.config = model, tokenizer, info, config
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.positives, self.labelled = list(positives), list(labelled)
