@@ -53,7 +53,7 @@ def serve(
     max_body: int = typer.Option(1 << 20, "--max-body-bytes", min=1, help="Largest request body."),
 ) -> None:
     # Without the extra, this ImportError says how to install it (one line, exit 1).
-    from simkit.serve import Limits, Registry, create_app, run
+    from simkit.serve import Limits, Registry, create_app, listen, run
 
     names = list(name or [])
     if names and len(names) != len(indexes):
@@ -64,6 +64,7 @@ def serve(
     for p in indexes:
         if not p.is_dir():
             raise InputError(f"{p}: not an index directory")
+    sock = listen(host, port)  # a port in use fails here, in one line, before the models load
     if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
         log.warning("simkit serve: binding %s without --api-key; anyone who can reach it can query", host)
     registry = Registry(dict(zip(names, indexes)), max_batch=max_batch, window_ms=window_ms, threads=threads,
@@ -72,4 +73,4 @@ def serve(
         log.info("index %r: %d documents, version %s", n, len(s.current.index), s.current.version)
     limits = Limits(max_texts=max_texts, max_chars=max_chars, max_body_bytes=max_body, timeout_s=timeout)
     app = create_app(registry, limits, api_key=api_key)
-    run(app, host, port, verbose=logging.getLogger().getEffectiveLevel() <= logging.DEBUG)
+    run(app, host, port, verbose=logging.getLogger().getEffectiveLevel() <= logging.DEBUG, sock=sock)

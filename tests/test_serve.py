@@ -472,3 +472,24 @@ def test_cli_without_the_extra_says_how_to_install(tmp_path):
     assert res.returncode == 1
     assert res.stderr.strip().splitlines() == [
         "simkit: error: simkit serve needs the 'serve' extra (fastapi is missing): pip install 'simkit[serve]'"]
+
+
+def test_cli_port_in_use_or_bad_host_is_one_line(tmp_path):
+    # uvicorn reported these in its own multi-line log and exited 3; now one line, exit 1,
+    # before any model loads.
+    from simkit_cli.app import app
+    from typer.testing import CliRunner
+
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    port = busy.getsockname()[1]
+    try:
+        for extra, want in ((["--port", str(port)], f"cannot listen on 127.0.0.1:{port}: Address already in use"),
+                            (["--host", "999.1.1.1"], "--host '999.1.1.1' does not resolve")):
+            res = CliRunner().invoke(app, ["-q", "serve", str(tmp_path), *extra])
+            assert res.exit_code == 1, res.output
+            lines = res.output.strip().splitlines()
+            assert len(lines) == 1 and lines[0].startswith(f"simkit: error: {want}"), res.output
+    finally:
+        busy.close()

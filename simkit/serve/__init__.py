@@ -14,8 +14,8 @@ except ImportError as e:  # one line for the CLI to print
     raise ImportError(f"simkit serve needs the 'serve' extra ({e.name} is missing): "
                       "pip install 'simkit[serve]'") from None
 
-from .app import Limits, create_app, run
+from .app import Limits, create_app, listen, run
 from .batcher import MicroBatcher, OneThread
 from .registry import Registry, artifact_token
 
-__all__ = ["Limits", "MicroBatcher", "OneThread", "Registry", "artifact_token", "create_app", "run"]
+__all__ = ["Limits", "MicroBatcher", "OneThread", "Registry", "artifact_token", "create_app", "listen", "run"]

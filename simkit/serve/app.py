@@ -13,6 +13,7 @@ import asyncio
 import hmac
 import json
 import logging
+import socket
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
-from ..errors import SimkitError
+from ..errors import InputError, SimkitError
 from .registry import Loaded, Registry, Served
 
 log = logging.getLogger("simkit.serve")
@@ -322,11 +323,35 @@ def create_app(registry: Registry, limits: Limits | None = None, api_key: str | 
     return app
 
 
-def run(app: FastAPI, host: str = "127.0.0.1", port: int = 8000, verbose: bool = False) -> None:
-    """Serve ``app`` with uvicorn in this process (one process: the model is loaded once)."""
+def listen(host: str = "127.0.0.1", port: int = 8000) -> socket.socket:
+    """A socket bound to ``host:port``, or an :class:`InputError` saying why it cannot be
+    (address in use, a host that does not resolve): checked before the models load, and
+    reported in one line rather than in uvicorn's start-up log."""
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                          flags=socket.AI_PASSIVE)[0]
+    except (socket.gaierror, UnicodeError) as e:
+        raise InputError(f"--host {host!r} does not resolve ({getattr(e, 'strerror', None) or e}); "
+                         "expected an address such as 127.0.0.1") from None
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: restarts bind at once
+    try:
+        sock.bind(addr)
+    except OSError as e:
+        sock.close()
+        raise InputError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    return sock
+
+
+def run(app: FastAPI, host: str = "127.0.0.1", port: int = 8000, verbose: bool = False,
+        sock: socket.socket | None = None) -> None:
+    """Serve ``app`` with uvicorn in this process (one process: the model is loaded once), on
+    ``sock`` (from :func:`listen`) or on a new socket bound to ``host:port``."""
     import uvicorn
 
-    uvicorn.run(app, host=host, port=port, log_level="info", access_log=verbose)
+    sock = sock if sock is not None else listen(host, port)
+    config = uvicorn.Config(app, log_level="info", access_log=verbose)
+    uvicorn.Server(config).run(sockets=[sock])
 
 
 async def _poll(registry: Registry, interval: float) -> None:
