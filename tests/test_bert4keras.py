@@ -62,6 +62,17 @@ def test_keep_tokens_json_on_full_checkpoint(tmp_path):
     assert tok.vocab_size == len(keep)  # no [MASK] in this list, and none is appended
 
 
+@pytest.mark.parametrize("keep, match", [([], "keep_tokens is empty"),
+                                         ([0, 1, 1, 2], "lists id 1 more than once")])
+def test_bad_keep_tokens_are_named(tmp_path, keep, match):
+    # An empty list was an IndexError traceback; a repeated id a misleading token-count error.
+    d = tmp_path / "ck"
+    shutil.copytree(FIX / "tf_bert_google", d)
+    (d / "keep_tokens.json").write_text(str(keep))
+    with pytest.raises(InputError, match=match):
+        convert_bert4keras(d, pooler_activation="tanh")
+
+
 def test_tf_reader_names_and_crc():
     ck = TFCheckpoint(FIX / "tf_bert_google")
     assert "global_step" in ck.names() and ck.read("global_step") == 1000

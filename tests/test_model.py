@@ -129,6 +129,18 @@ def test_newer_format_refused(tmp_path, tiny_bert_dir):
         load_model(d)
 
 
+def test_hand_edited_head_count_is_a_format_error(tmp_path, tiny_bert_dir):
+    import shutil
+
+    d = tmp_path / "m"
+    shutil.copytree(tiny_bert_dir, d)
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["backbone_config"]["num_attention_heads"] = 0  # was a ZeroDivisionError traceback
+    (d / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(FormatError, match=r"config.json: key 'backbone_config' does not describe a valid model"):
+        load_model(d)
+
+
 def test_not_a_model_dir(tmp_path):
     with pytest.raises(FormatError, match="config.json"):
         load_model(tmp_path)

@@ -258,6 +258,13 @@ def _resolve_keep_tokens(keep_tokens, tokens: list[str], rows: int, ckpt_dir: Pa
         logger.info("simplified vocabulary rebuilt: %d of %d tokens", rows, len(tokens))
         return keep
     keep = [int(i) for i in keep_tokens]
+    if not keep:
+        raise InputError(f"keep_tokens is empty; expected the vocab.txt ids of the checkpoint's {rows} "
+                         "embedding rows, in row order")
+    if len(set(keep)) != len(keep):
+        seen: set[int] = set()
+        twice = next(i for i in keep if i in seen or seen.add(i))
+        raise InputError(f"keep_tokens lists id {twice} more than once; each vocab.txt id may appear once")
     bad = [i for i in keep if not 0 <= i < len(tokens)]
     if bad:
         raise InputError(f"keep_tokens has ids {bad[:5]} outside vocab.txt's 0..{len(tokens) - 1}")

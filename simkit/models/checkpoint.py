@@ -192,7 +192,7 @@ def _load_simkit(path: Path, pre_tokenize: str | None):
             with_lm_head=cfg.get("has_lm_head", True),
             pooler_activation=cfg.get("pooler_activation") or "linear",
         )
-    except (TypeError, ValueError, AttributeError, KeyError, RuntimeError, AssertionError) as e:
+    except _BAD_CONFIG as e:
         raise FormatError(f"{where}: key 'backbone_config' does not describe a valid model ({type(e).__name__}: {e})") from None
     weights = path / WEIGHTS
     if not weights.is_file():
@@ -215,6 +215,10 @@ def _load_simkit(path: Path, pre_tokenize: str | None):
     )
     check_pooling(info.pooling)
     return model.eval(), tokenizer, info
+
+
+# What building a model from a hand-edited config raises (a head count of 0 divides by zero).
+_BAD_CONFIG = (TypeError, ValueError, AttributeError, KeyError, RuntimeError, AssertionError, ArithmeticError)
 
 
 def _read_hf_weights(path: Path) -> tuple[dict[str, torch.Tensor], Path]:
@@ -250,14 +254,17 @@ def _load_hf(path: Path, raw: dict[str, Any], pre_tokenize: str | None, source: 
             mapped["lm_head.bias"] = v
         elif k.startswith(("embeddings.", "encoder.")):
             mapped["backbone." + k] = v
-    hf_config = _config_class(backbone).from_dict(raw)
-    model = SimBertModel(
-        backbone,
-        hf_config,
-        with_pooler="pooler.dense.weight" in mapped,
-        with_lm_head="lm_head.bias" in mapped,
-        pooler_activation="tanh",
-    )
+    try:
+        hf_config = _config_class(backbone).from_dict(raw)
+        model = SimBertModel(
+            backbone,
+            hf_config,
+            with_pooler="pooler.dense.weight" in mapped,
+            with_lm_head="lm_head.bias" in mapped,
+            pooler_activation="tanh",
+        )
+    except _BAD_CONFIG as e:
+        raise FormatError(f"{path / 'config.json'}: does not describe a valid model ({type(e).__name__}: {e})") from None
     _load_state(model, {k: v.float() for k, v in mapped.items()}, wfile, strict=False)
     tokenizer = Tokenizer.load(path, pre_tokenize)
     _check_vocab(model, tokenizer, path)
