@@ -8,6 +8,7 @@ Data goes to stdout (JSON / JSONL), progress bars and logs to stderr. Exit codes
 from __future__ import annotations
 
 import logging
+import warnings
 
 import typer
 
@@ -40,8 +41,14 @@ def _root(
 ) -> None:
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     logging.basicConfig(level=level, format="%(message)s", force=True)
+    if not verbose:  # a warning is one line, like an error; --verbose keeps its file and line
+        warnings.formatwarning = _one_line_warning
     for noisy in ("transformers", "huggingface_hub", "urllib3", "filelock", "faiss"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    return f"simkit: warning: {message}\n"
 
 
 # Order of --help: the workflow of a user (encode, search, generate, evaluate, train, tools).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -68,6 +69,25 @@ def test_encode_jsonl_and_truncation_summary(tmp_path, tiny_bert_dir):
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["truncated"] == 1
     assert EmbeddingStore.load(out).ids == ["a", "b"]
+
+
+def test_warnings_are_one_line_without_source(tmp_path, tiny_bert_dir):
+    # Python's default format printed the warning's file:line and the source line under it.
+    import subprocess
+    import sys
+
+    (tmp_path / "D" / "ATEC").mkdir(parents=True)
+    (tmp_path / "D" / "ATEC" / "ATEC.valid.data").write_text(  # constant labels: no correlation
+        "花呗怎么还款\t怎么还花呗\t1\n借呗能提前还吗\t借呗可以提前还款吗\t1\n明天下雨吗\t今天天气好\t1\n",
+        encoding="utf-8")
+    res = subprocess.run([sys.executable, "-m", "simkit_cli.app", "-q", "eval", "sts", "-d", str(tmp_path / "D"),
+                          "-m", str(tiny_bert_dir), "--tasks", "ATEC", "--split", "valid", "-p", "cls", "-w", "0",
+                          "--no-cache", "-o", str(tmp_path / "res")],
+                         capture_output=True, text=True, timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert res.returncode == 0, res.stderr
+    lines = res.stderr.splitlines()
+    assert lines and all(line.startswith("simkit: warning: ") for line in lines), res.stderr
+    assert "one side is constant" in lines[0] and ".py" not in res.stderr
 
 
 @pytest.mark.parametrize(
