@@ -34,7 +34,7 @@ from .errors import InputError, check_choice
 from .models.checkpoint import ModelInfo, load_model, save_model, weights_fingerprint
 from .models.simbert import SimBertModel
 from .pooling import check_pooling, pool
-from .threads import configure_threads, default_num_threads, map_streams
+from .threads import check_num_threads, configure_threads, default_num_threads, map_streams
 from .tokenization import Tokenizer
 
 logger = logging.getLogger(__name__)
@@ -149,6 +149,8 @@ class Encoder:
         # The threads the streams share: ONNX Runtime's are fixed in the session; torch's are
         # process-wide and read at encode time.
         self._onnx_threads = int(num_threads or default_num_threads()) if backend == "onnx" else 0
+        if self._onnx_threads:
+            check_num_threads(self._onnx_threads)
         threads = self._onnx_threads or torch.get_num_threads()
         if num_streams > threads:
             raise InputError(f"num_streams={num_streams} needs at least as many threads; "

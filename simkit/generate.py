@@ -34,6 +34,9 @@ logger = logging.getLogger(__name__)
 
 Rerank = Literal["cosine", "likelihood"]
 
+# Samples per text decoded at once: each holds a key/value cache; 100,000 exhausted 24 GB.
+MAX_SAMPLES = 1024
+
 
 class Paraphraser:
     """Generate similar sentences with a SimBERT-style model (pooler + LM head).
@@ -114,8 +117,9 @@ class Paraphraser:
         return ids
 
     def _limits(self, ids: list[list[int]], max_new_tokens: int | None, n: int) -> int:
-        if not isinstance(n, (int, np.integer)) or n < 1:
-            raise InputError(f"n={n!r}; expected an integer >= 1 (samples per text)")
+        if not isinstance(n, (int, np.integer)) or not 1 <= n <= MAX_SAMPLES:
+            raise InputError(f"n={n!r}; expected an integer in 1..{MAX_SAMPLES} (samples per text, "
+                             "decoded together: their caches share memory)")
         max_new_tokens = self.max_seq_length if max_new_tokens is None else max_new_tokens
         if not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 1:
             raise InputError(f"max_new_tokens={max_new_tokens!r}; expected an integer >= 1")

@@ -68,13 +68,24 @@ def default_num_threads() -> int:
     return available_cpus()
 
 
+def max_threads() -> int:
+    """The most intra-op threads simkit accepts: a few per logical CPU. Thousands of threads
+    only oversubscribe the cores, and past the system's limit OpenBLAS crashes the process."""
+    return max(8, 4 * (os.cpu_count() or 1))
+
+
+def check_num_threads(n: int, name: str = "num_threads") -> None:
+    if n < 1 or n > max_threads():
+        raise InputError(f"{name}={n}; expected 1..{max_threads()} (this machine has "
+                         f"{os.cpu_count()} logical CPUs)")
+
+
 def configure_threads(num_threads: int | None = None) -> int:
     """Set torch's intra-op threads to ``num_threads`` (default: :func:`default_num_threads`)."""
     import torch
 
     n = default_num_threads() if num_threads is None else int(num_threads)
-    if n < 1:
-        raise InputError(f"num_threads={num_threads!r}; expected a positive integer")
+    check_num_threads(n)
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
     return n

@@ -143,6 +143,8 @@ def test_bad_input(para, tiny_bert_dir):
         para.generate([""])
     with pytest.raises(InputError, match="n=0"):
         para.generate(["花呗"], n=0)
+    with pytest.raises(InputError, match=r"n=100000; expected an integer in 1\.\.1024"):  # was killed for memory
+        para.generate(["花呗"], n=100000)
     with pytest.raises(InputError, match="top_p"):
         para.generate(["花呗"], top_p=1.5)
     with pytest.raises(InputError, match="exceeds"):

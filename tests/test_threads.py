@@ -40,6 +40,11 @@ def test_configure_sets_torch(monkeypatch):
         torch.set_num_threads(before)
     with pytest.raises(InputError):
         threads.configure_threads(0)
+    # 100000 threads crashed the process inside OpenBLAS (pthread_create failed, then SIGSEGV)
+    monkeypatch.setattr(threads.os, "cpu_count", lambda: 2)
+    with pytest.raises(InputError, match=r"num_threads=100000; expected 1\.\.8 \(this machine has 2 logical"):
+        threads.configure_threads(100000)
+    assert threads.max_threads() == 8
 
 
 def test_map_streams_runs_items_side_by_side_in_order_and_restores_threads():

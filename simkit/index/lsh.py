@@ -41,6 +41,9 @@ PROJECTIONS = ("orthogonal", "gaussian")
 _CHUNK = 256  # queries re-ranked at a time: bounds the (chunk, candidates, dim) gather
 
 
+# 1 KB codes; the projection is dim x nbits floats (nbits=1e8 would need tens of GB).
+MAX_NBITS = 8192
+
 class LSHIndex(BaseIndex):
     """SimHash codes + FAISS binary index + exact re-rank of candidates.
 
@@ -90,8 +93,10 @@ class LSHIndex(BaseIndex):
         check_choice("metric", self.metric, ("cosine", "ip"))
         check_choice("mode", self.mode, MODES)
         check_choice("projection", self.projection, PROJECTIONS)
-        if not isinstance(self.nbits, (int, np.integer)) or self.nbits < 8 or self.nbits % 8:
-            raise InputError(f"nbits={self.nbits!r}; expected a positive multiple of 8 (codes are packed to bytes)")
+        if (not isinstance(self.nbits, (int, np.integer)) or self.nbits < 8 or self.nbits % 8
+                or self.nbits > MAX_NBITS):
+            raise InputError(f"nbits={self.nbits!r}; expected a multiple of 8 in 8..{MAX_NBITS} "
+                             "(codes are packed to bytes)")
         if isinstance(self.rerank, bool) or not isinstance(self.rerank, (int, np.integer)) or self.rerank < 1:
             raise InputError(f"rerank={self.rerank}; expected >= 1 (candidates = rerank * top_k)")
         if self.mode == "multihash" and self._tables() * self.hash_bits > self.nbits:
