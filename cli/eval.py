@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import click
 import typer
 
 from .common import (
@@ -46,8 +47,22 @@ Examples:
 """
 
 
-def _split_list(values: list[str] | None) -> list[str]:
-    return [v.strip() for item in values or [] for v in item.split(",") if v.strip()]
+MIN_BOOTSTRAP = 20
+
+
+def _split_list(values: list[str] | None, option: str | None = None) -> list[str]:
+    """The comma-separated names of ``values``; with ``option``, none at all is a usage error."""
+    names = [v.strip() for item in values or [] for v in item.split(",") if v.strip()]
+    if option and not names:
+        raise click.UsageError(f"{option} {','.join(values or [])!r} names nothing; expected a "
+                               "comma-separated list")
+    return names
+
+
+def _check_bootstrap(n: int) -> None:
+    if 0 < n < MIN_BOOTSTRAP:  # a handful of resamples gives an 'interval' that means nothing
+        raise click.UsageError(f"--bootstrap {n}: expected 0 (off) or at least {MIN_BOOTSTRAP} resamples "
+                               "(1000 is usual)")
 
 
 def sts(
@@ -82,8 +97,10 @@ def sts(
     from simkit.threads import configure_threads
 
     refuse_existing(output, overwrite)
+    _check_bootstrap(bootstrap)
     config = GridConfig(
-        tasks=_split_list([tasks]), splits=_split_list([split]), poolings=_split_list([pooling]),
+        tasks=_split_list([tasks], "--tasks"), splits=_split_list([split], "--split"),
+        poolings=_split_list([pooling], "--pooling"),
         transforms=parse_transforms(whitening, _split_list([jl]) if jl else ()), fit_on=fit_on,
         max_seq_length=parse_max_seq_length(max_seq_length), batch_size=batch_size, seed=seed,
         bootstrap=bootstrap, limit=limit, data_format=data_format, show_progress_bar=progress_enabled(),
@@ -129,7 +146,8 @@ def retrieval(
     from simkit.threads import configure_threads
 
     specs = model_specs(_split_list(model), baseline, dtype, configure_threads(threads))
-    rows = run_retrieval(specs, data_dir, _split_list([tasks]), _split_list([split]), n_queries, seed,
+    _check_bootstrap(bootstrap)
+    rows = run_retrieval(specs, data_dir, _split_list([tasks], "--tasks"), _split_list([split], "--split"), n_queries, seed,
                          data_format, batch_size, bootstrap)
     echo_json({"results": rows})
 
@@ -163,7 +181,7 @@ def carve(
 ) -> None:
     from simkit_eval.carve import carve as run_carve
 
-    echo_json(run_carve(data_dir, _split_list([tasks]), [str(p) for p in seen], output, split,
+    echo_json(run_carve(data_dir, _split_list([tasks], "--tasks"), [str(p) for p in seen], output, split,
                         report_fraction, seed, overwrite))
 
 

@@ -77,6 +77,18 @@ def test_errors_are_one_line_and_exit_1(data_dir, tmp_path, args, message, monke
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize("args, message", [
+    (["--tasks", ",,"], "--tasks ',,' names nothing"),  # ran nothing and exited 0
+    (["--split", " "], "--split ' ' names nothing"),
+    (["--bootstrap", "1"], "--bootstrap 1: expected 0 (off) or at least 20"),  # a one-resample 'interval'
+])
+def test_option_values_that_select_nothing_are_usage_errors(data_dir, tmp_path, args, message):
+    r = _run("--model", "tfidf", *args, "-d", data_dir, "-o", tmp_path / "o", "--no-cache")
+    lines = r.stderr.strip().splitlines()
+    assert r.exit_code == 2 and len(lines) == 1 and lines[0].startswith(f"simkit: usage error: {message}"), r.stderr
+    assert not (tmp_path / "o").exists()
+
+
 def test_refuses_to_overwrite(data_dir, tmp_path):
     (tmp_path / "o").mkdir()
     r = _run("--model", "tfidf", "-d", data_dir, "-o", tmp_path / "o")
