@@ -223,6 +223,9 @@ class Paraphraser:
             raise InputError(f"top_k={top_k!r}; expected an integer >= 1 (candidates to keep)")
         if rerank not in get_args(Rerank):
             raise InputError(f"rerank={rerank!r}; expected one of {', '.join(get_args(Rerank))}")
+        if min_score is not None and not (isinstance(min_score, (int, float, np.floating))
+                                          and np.isfinite(min_score)):
+            raise InputError(f"min_score={min_score!r}; expected a finite number (a NaN keeps nothing)")
         cands = self.generate([text], n, sample_top_k, top_p, temperature, max_new_tokens, seed, mask_idxs,
                               no_repeat_ngram_size, encoder_repetition_penalty)[0]
         src_ids, _ = self.tokenizer.encode_batch([text], self.max_seq_length)

@@ -45,6 +45,14 @@ def test_data_reading(pair_file, caplog):
     assert "skipped 1 lines" in caplog.text
 
 
+@pytest.mark.parametrize("label", ["nan", "inf", "-inf"])
+def test_non_finite_labels_are_refused_with_their_line(tmp_path, label):
+    p = tmp_path / "p.tsv"
+    p.write_text(f"花呗怎么还款\t怎么还花呗\t1\n借呗\t借呗能用吗\t{label}\n", encoding="utf-8")
+    with pytest.raises(InputError, match=rf"p.tsv:2: label '{label}' is not a finite number"):
+        load_training_files([p])
+
+
 def test_contrastive_positive_is_the_paired_row():
     v = torch.randn(4, 8)
     good = torch.stack([v[0], v[0], v[2], v[2]])  # rows 2i and 2i+1 identical

@@ -19,6 +19,7 @@ import dataclasses
 import itertools
 import json
 import logging
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -44,9 +45,12 @@ def read_pairs(path: str | Path) -> list[LabelledPair]:
     out = []
     for no, a, b, label in lines.rows:
         try:
-            out.append(LabelledPair(a.strip(), b.strip(), float(label)))
+            value = float(label)
         except ValueError:
             raise InputError(f"{path}:{no}: label {label!r} is not a number") from None
+        if not math.isfinite(value):  # a NaN label would poison the CoSENT loss
+            raise InputError(f"{path}:{no}: label {label!r} is not a finite number")
+        out.append(LabelledPair(a.strip(), b.strip(), value))
     if lines.skipped:
         log.warning("%s: skipped %d lines without exactly 3 tab-separated fields", path, lines.skipped)
     if not out:
