@@ -53,7 +53,7 @@ def test_build_query_add_info_from_corpus(tmp_path, runner, tiny_bert_dir, texts
     assert line["results"][0]["id"] == "m1"
     # adding the same ids again is refused, and the index is unchanged
     res = run(runner, "index", "add", idx, more, ok=False)
-    assert res.exit_code == 1 and "already in the index" in res.stderr
+    assert res.exit_code == 1 and "already in the index" in res.stderr and "index add --upsert" in res.stderr
     info = json.loads(run(runner, "index", "info", idx).stdout)
     assert info["count"] == len(texts) and info["format"] == "simkit-index" and "index.faiss" in info["files"]
     assert info["model"]["model"] == str(tiny_bert_dir.resolve())

@@ -96,7 +96,8 @@ def _bare_vectors(path: Path, ids: str | os.PathLike | None, pipeline: Pipeline 
     if X.ndim != 2 or X.dtype.kind not in "fiu":
         raise InputError(f"{file}: expected a 2-D numeric array (n, dim), found {X.dtype} {X.shape}")
     if ids is None:
-        raise InputError(f"{file}: vectors need their ids: pass --ids FILE (one id a line, in row order)")
+        raise InputError(f"{file}: bare vectors need their ids: give an ids file (index build --ids FILE, one "
+                         "id a line, in row order), or use an embedding dir from simkit encode")
     id_list = read_ids(Path(ids))
     if len(id_list) != X.shape[0]:
         raise InputError(f"{ids}: {len(id_list)} ids for {X.shape[0]} vectors in {file}")

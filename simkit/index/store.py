@@ -166,7 +166,8 @@ class DocStore:
             lab = self._labels()
             dup = next((i for i in ids if i in lab), None)
             if dup is not None:
-                raise InputError(f"id {dup!r} is already in the index; use upsert() to replace documents")
+                raise InputError(f"id {dup!r} is already in the index; to replace documents use upsert() "
+                                 "(index add --upsert)")
 
     def add(self, ids: Sequence, texts: Sequence | None = None, metadata: Sequence | None = None) -> np.ndarray:
         """Store documents and return their new labels (call :meth:`check_new_ids` first)."""
