@@ -62,7 +62,7 @@ def export_sentence_transformers(
     if hasattr(model, "tokenizer") and hasattr(model, "info"):  # an Encoder
         net, tok, info = model.model, model.tokenizer, model.info
         pooling = pooling or model.pooling
-        max_seq_length = max_seq_length or model.max_seq_length
+        max_seq_length = model.max_seq_length if max_seq_length is None else max_seq_length
     else:
         net, tok, info = load_model(model)
     pooling = pooling or info.pooling
@@ -75,7 +75,7 @@ def export_sentence_transformers(
                          "the Hugging Face one alone; only character-level models export")
     if pooling == "pooler" and net.pooler is None:
         raise InputError(f"{source}: pooling 'pooler' needs a model with a pooler; this one has none")
-    max_len = int(max_seq_length or info.max_seq_length)
+    max_len = int(info.max_seq_length if max_seq_length is None else max_seq_length)
     max_pos = net.config.max_position_embeddings
     if not 3 <= max_len <= max_pos:
         raise InputError(f"max_seq_length={max_len} is out of range; expected 3..{max_pos} for this model")

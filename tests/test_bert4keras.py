@@ -73,6 +73,13 @@ def test_bad_keep_tokens_are_named(tmp_path, keep, match):
         convert_bert4keras(d, pooler_activation="tanh")
 
 
+def test_bad_max_seq_length_is_refused_before_writing(tmp_path):
+    # -1 was written into the converted model, which then failed to load.
+    with pytest.raises(InputError, match=r"max_seq_length=-1; expected an int >= 3"):
+        convert_bert4keras(FIX / "tf_bert_google", tmp_path / "out", max_seq_length=-1)
+    assert not (tmp_path / "out").exists()
+
+
 def test_tf_reader_names_and_crc():
     ck = TFCheckpoint(FIX / "tf_bert_google")
     assert "global_step" in ck.names() and ck.read("global_step") == 1000
