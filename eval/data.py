@@ -126,6 +126,9 @@ def read_pairs_tsv(path: str | os.PathLike, task: str = "pairs", split: str = "t
         s1.append(a)
         s2.append(b)
         where.append(f"{path}:{no}")
+    if not labels:
+        raise InputError(f"{path}: no 'sentence1<TAB>sentence2<TAB>score' lines "
+                         f"({lines.n_lines} lines, {lines.skipped} without 3 fields)")
     ds = PairDataset(task, split, s1, s2, np.asarray(labels, dtype=np.float64), str(path),
                      sha256_file(path), lines.n_lines, lines.skipped, lines.skipped_lines)
     _check_labels(ds, where)

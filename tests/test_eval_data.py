@@ -80,6 +80,16 @@ def test_senteval_keeps_three_field_lines_like_the_reference(tmp_path):
     assert ds.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def test_a_split_without_pairs_is_named(tmp_path):
+    # was "TF-IDF needs at least one text to fit on" (eval) or "a correlation needs at least 2
+    # pairs; got 0" (train --valid), naming no file
+    (tmp_path / "ATEC").mkdir()
+    (tmp_path / "ATEC" / "ATEC.valid.data").write_text("only one field\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"ATEC\.valid\.data: no 'sentence1<TAB>sentence2<TAB>score' lines "
+                                         r"\(1 lines, 1 without 3 fields\)"):
+        load_senteval(tmp_path, "ATEC", "valid")
+
+
 def test_senteval_errors_name_file_line_and_choices(tmp_path):
     write_task(tmp_path, "BQ", "valid", PAIRS_01[:2], ["甲\t乙\t好"])
     with pytest.raises(InputError, match=r"BQ\.valid\.data:3: label '好' is not a number"):
