@@ -69,6 +69,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import statistics
 import tempfile
 import time
@@ -76,6 +77,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _machine import cpu_model  # bench/ is on sys.path when a bench runs
 
 from simkit.models.checkpoint import ModelInfo
 from simkit.models.factory import build_vocab, new_model
@@ -261,7 +263,8 @@ def main() -> None:
             first.setdefault(name, res["first_loss"])
 
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"\n{a.backbone} {a.layers} layers x {a.hidden} ({a.heads} heads), vocab {len(vocab)}, "
+    print(f"\nCPU: {cpu_model()}, {os.cpu_count()} logical CPUs; torch threads: {a.threads}")
+    print(f"{a.backbone} {a.layers} layers x {a.hidden} ({a.heads} heads), vocab {len(vocab)}, "
           f"{n_params / 1e6:.1f} M parameters, random weights, dropout 0.1; "
           f"{'STS valid positives' if a.data_dir else 'random pairs'}: {len(pairs)}; "
           f"batch {a.batch_size} pairs ({rows // a.steps} rows/step on average), max_seq_length "
