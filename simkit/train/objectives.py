@@ -24,6 +24,11 @@ COSENT_LAMBDA = 20.0
 SIMCSE_TEMPERATURE = 0.05  # Gao et al. 2021, supervised SimCSE
 
 
+def seq2seq_targets(token_type_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions (shifted by one) whose next token is a segment-1 target: real tokens of segment 1."""
+    return (token_type_ids[:, 1:] == 1) & attention_mask[:, 1:].bool()
+
+
 def seq2seq_loss(model: SimBertModel, hidden: torch.Tensor, input_ids: torch.Tensor,
                  token_type_ids: torch.Tensor, attention_mask: torch.Tensor,
                  reduction: Literal["mean", "sum"] = "mean") -> torch.Tensor:
@@ -33,7 +38,7 @@ def seq2seq_loss(model: SimBertModel, hidden: torch.Tensor, input_ids: torch.Ten
     Only the positions that predict a target go through the LM head: the vocabulary
     projection is the largest matmul of a small model, and half the positions are segment 0.
     """
-    target_mask = (token_type_ids[:, 1:] == 1) & attention_mask[:, 1:].bool()
+    target_mask = seq2seq_targets(token_type_ids, attention_mask)
     logits = model.lm_logits(hidden[:, :-1][target_mask])
     targets = input_ids[:, 1:][target_mask]
     return F.cross_entropy(logits.float(), targets, reduction=reduction)
@@ -94,7 +99,7 @@ def simbert_losses(model: SimBertModel, batch: dict | Sequence[dict]) -> dict[st
         nll = seq2seq_loss(model, h, s2s_ids, b["token_type_ids"], b["attention_mask"], "sum")
         total = nll if total is None else total + nll
         # as a tensor: an int() here would wait for the device on every pass
-        targets = ((b["token_type_ids"][:, 1:] == 1) & b["attention_mask"][:, 1:].bool()).sum()
+        targets = seq2seq_targets(b["token_type_ids"], b["attention_mask"]).sum()
         count = targets if count is None else count + targets
         pooled.append(model.pool_cls(h[:, 0]))
     return {"seq2seq": total / count, "contrastive": contrastive_loss(torch.cat(pooled))}

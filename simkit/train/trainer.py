@@ -205,13 +205,13 @@ class Trainer:
     # -- batches ----------------------------------------------------------------------
     def _lengths(self, name: str) -> list[int]:
         """Tokens each item of a stream puts in its batch, as the batch builders cut them."""
-        half, keep = (self.config.max_seq_length - 3) // 2, self.config.max_seq_length - 2
+        keep = self.config.max_seq_length - 2
 
         def n(text: str, cap: int = keep) -> int:
             return min(len(self._ids[text]), cap)
 
         if name == "simbert":
-            return [n(a, half) + n(b, half) for a, b in self.positives]
+            return [self._pair_length(i) for i in range(len(self.positives))]
         if name == "cosent":
             return [n(p.a) + n(p.b) for p in self.labelled]
         if name == "mlm":
@@ -242,11 +242,14 @@ class Trainer:
             return vecs[0]
         return torch.cat(vecs)[torch.from_numpy(np.argsort(np.concatenate(parts))).to(vecs[0].device)]
 
+    def _pair_length(self, i: int) -> int:
+        """Tokens of positive pair ``i`` in a SimBERT row, each side cut as _simbert_batch cuts it."""
+        half = (self.config.max_seq_length - 3) // 2
+        return sum(min(len(self._ids[t]), half) for t in self.positives[i])
+
     def _simbert_batches(self, idx: np.ndarray) -> list[dict]:
         """The step's SimBERT batch as ``micro_batches`` padded parts of similar-length pairs."""
-        half = (self.config.max_seq_length - 3) // 2
-        lengths = [sum(min(len(self._ids[t]), half) for t in self.positives[i]) for i in idx]
-        return [self._simbert_batch(idx[part]) for part in self._parts(lengths)]
+        return [self._simbert_batch(idx[part]) for part in self._parts([self._pair_length(i) for i in idx])]
 
     def _simbert_batch(self, idx: np.ndarray) -> dict:
         half = (self.config.max_seq_length - 3) // 2
