@@ -28,7 +28,7 @@ from typing import Literal
 
 import numpy as np
 
-from simkit.errors import InputError, check_choice
+from simkit.errors import InputError, check_choice, no_file
 from simkit.pairs import read_pair_lines
 
 TASKS: tuple[str, ...] = ("ATEC", "BQ", "LCQMC", "PAWSX", "STS-B")
@@ -209,7 +209,7 @@ def read_pairs_table(path: str | os.PathLike, task: str = "pairs", split: str = 
     """One .jsonl / .csv / .parquet file with the C-MTEB columns sentence1, sentence2, score."""
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"{path}: no such file")
+        raise no_file(path)
     return _rows_to_dataset(_read_rows(path), task, split, str(path), sha256_file(path))
 
 

@@ -251,6 +251,19 @@ class _Transformer:
 
 
 # ------------------------------------------------------------------------------ run
+def _check_dimensions(models: Sequence[ModelSpec], transforms: Sequence[TransformSpec]) -> None:
+    """Refuse a ``whitening-k`` / ``jl-k`` that no model has the dimensions for.
+
+    A k between the models' sizes is a grid over models of different widths (the smaller ones
+    skip it, with a note); a k above all of them is a typo that would leave the column empty.
+    """
+    dims = [m.encoder.get_sentence_embedding_dimension() for m in models if not m.is_baseline]
+    for spec in transforms:
+        if dims and spec.n_components is not None and spec.n_components > max(dims):
+            raise InputError(f"{spec.name}: {spec.n_components} dimensions, but the widest model has "
+                             f"{max(dims)}; expected k <= {max(dims)}")
+
+
 def run_grid(
     models: Sequence[ModelSpec],
     data_dir: str | Path,
@@ -276,6 +289,7 @@ def run_grid(
         else:
             model_info[m.name] = {"kind": "encoder", "fingerprint": cache.fingerprint(m.encoder),
                                   **m.encoder.model_card}
+    _check_dimensions(models, config.transforms)
     # Read every file (and check the fit set) before encoding anything: a missing split of the
     # last task must not surface after an hour of encoding the first ones.
     loaded = {}

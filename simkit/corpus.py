@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
-from .errors import InputError, check_choice
+from .errors import InputError, check_choice, no_file
 
 CorpusFormat = Literal["auto", "txt", "jsonl", "tsv", "csv"]
 FORMATS = ("auto", "txt", "jsonl", "tsv", "csv")
@@ -108,7 +108,7 @@ def read_corpus(
     """
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"{path}: no such file")
+        raise no_file(path)
     fmt = detect_format(path, format)
     stats = stats if stats is not None else CorpusStats()
     if fmt == "txt":

@@ -6,6 +6,9 @@ so messages here must stand alone: name the file / line / value and what was exp
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 
 class SimkitError(Exception):
     """Base class of the errors simkit raises on purpose."""
@@ -23,3 +26,14 @@ def check_choice(name: str, value: object, valid: tuple | list) -> None:
     """Raise :class:`InputError` echoing ``value`` and listing ``valid`` when it is not one of them."""
     if value not in valid:
         raise InputError(f"unknown {name} {value!r}; expected one of: {', '.join(map(str, valid))}")
+
+
+def no_file(path: str | os.PathLike) -> InputError:
+    """The error for an input file that cannot be opened: a directory, or nothing, at ``path``.
+
+    >>> str(no_file("/"))
+    '/: is a directory; expected a file'
+    """
+    if Path(path).is_dir():
+        return InputError(f"{path}: is a directory; expected a file")
+    return InputError(f"{path}: no such file")

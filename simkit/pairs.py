@@ -15,7 +15,7 @@ import dataclasses
 import os
 from pathlib import Path
 
-from .errors import InputError
+from .errors import InputError, no_file
 
 
 @dataclasses.dataclass
@@ -30,7 +30,7 @@ def read_pair_lines(path: str | os.PathLike) -> PairLines:
     """The 3-field lines of a pair file; bad UTF-8 is an error naming the line."""
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"{path}: no such file")
+        raise no_file(path)
     rows, skipped_lines = [], []
     skipped = n_lines = 0
     with open(path, encoding="utf-8") as f:

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .errors import FormatError, InputError
+from .errors import FormatError, InputError, no_file
 from .fsutil import load_npy, load_versioned, os_error, read_config, write_json
 
 if TYPE_CHECKING:
@@ -262,8 +262,8 @@ def read_ids(file: Path) -> list[str]:
     """One id a line, in row order; bad UTF-8 or a missing file is an error naming the file."""
     try:
         raw = Path(file).read_bytes()
-    except FileNotFoundError:
-        raise InputError(f"{file}: no such file") from None
+    except (FileNotFoundError, IsADirectoryError):
+        raise no_file(file) from None
     except OSError as e:
         raise os_error(e, file, "read") from None
     try:

@@ -64,3 +64,15 @@ def test_empty_and_missing_files(tmp_path):
 def _touch(p):
     p.write_text("x\n")
     return p
+
+
+def test_a_directory_where_a_file_is_expected_says_so(tmp_path):
+    from simkit.index.query import load_query_vectors
+    from simkit.pairs import read_pair_lines
+    from simkit.store import read_ids
+
+    for read in (_read, read_pair_lines, load_query_vectors, read_ids):
+        with pytest.raises(InputError, match=f"^{tmp_path}: is a directory; expected a file$"):
+            read(tmp_path)
+        with pytest.raises(InputError, match="nope.txt: no such file$"):
+            read(tmp_path / "nope.txt")

@@ -280,12 +280,31 @@ def test_fit_on_split_and_file_change_the_protocol(enc, data_dir, tmp_path):
         run_grid([ModelSpec("tiny", enc)], data_dir, GridConfig(tasks=["STS-B"], fit_on="nope"))
 
 
-def test_whitening_dim_above_model_dim_is_skipped_and_noted(enc, data_dir):
-    cfg = GridConfig(tasks=["PAWSX"], poolings=["cls"], transforms=parse_transforms("0,256"))
-    run = run_grid([ModelSpec("tiny", enc)], data_dir, cfg)
-    assert [c.transform for c in run.cells] == ["none"]
-    assert any("whitening-256 skipped (the vectors have 32 dimensions)" in n for n in run.notes)
+def test_whitening_dim_between_model_widths_is_skipped_and_noted(enc, data_dir, tmp_path):
+    from conftest import TEXTS
+
+    from simkit.models.checkpoint import ModelInfo, save_model
+    from simkit.models.factory import build_vocab, new_model
+
+    model, tok = new_model("bert", build_vocab(TEXTS), seed=0, hidden_size=16, num_layers=1,
+                           num_heads=2, intermediate_size=32, max_position=128)
+    save_model(model, tok, ModelInfo("bert", pooling="pooler", max_seq_length=32), tmp_path / "narrow")
+    models = [ModelSpec("tiny", enc), ModelSpec("narrow", Encoder(tmp_path / "narrow"))]
+    cfg = GridConfig(tasks=["PAWSX"], poolings=["cls"], transforms=parse_transforms("0,24"))
+    run = run_grid(models, data_dir, cfg)
+    assert [(c.model, c.transform) for c in run.cells] == [("tiny", "none"), ("tiny", "whitening-24"),
+                                                          ("narrow", "none")]
+    assert any("narrow/cls/PAWSX: whitening-24 skipped (the vectors have 16 dimensions)" in n for n in run.notes)
     assert run.tasks["PAWSX"]["max_seq_length"] == 128
+    # above every model's width: a typo, refused before any encoding rather than an empty column
+    for spec in ("0,256", "0,33"):
+        cfg = GridConfig(tasks=["PAWSX"], poolings=["cls"], transforms=parse_transforms(spec))
+        with pytest.raises(InputError, match=r"^whitening-\d+: \d+ dimensions, but the widest model has 32; "
+                                             r"expected k <= 32$"):
+            run_grid(models, data_dir, cfg)
+    cfg = GridConfig(tasks=["PAWSX"], poolings=["cls"], transforms=parse_transforms("0", jl=[64]))
+    with pytest.raises(InputError, match="^jl-64: 64 dimensions"):
+        run_grid(models, data_dir, cfg)
 
 
 # ---------------------------------------------------------------------------- report

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..corpus import CorpusStats, Record, detect_format, read_corpus
-from ..errors import InputError
+from ..errors import InputError, no_file
 
 FORMATS = ("auto", "txt", "jsonl", "tsv", "csv", "parquet")
 
@@ -30,7 +30,7 @@ def expand_inputs(inputs) -> list[Path]:
         elif Path(s).is_file():
             found = [Path(s)]
         else:
-            raise InputError(f"{s}: no such file")
+            raise no_file(s)
         if not found:
             raise InputError(f"{s}: matches no file")
         files.extend(found)

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..corpus import CorpusFormat, read_corpus
-from ..errors import InputError
+from ..errors import InputError, no_file
 from ..fsutil import resolve_version
 from ..pipeline import Pipeline
 from .base import BaseIndex
@@ -89,8 +89,8 @@ def _bare_vectors(path: Path, ids: str | os.PathLike | None, pipeline: Pipeline 
         ids = path / "ids.txt"
     try:
         X = np.load(file, mmap_mode="r", allow_pickle=False)
-    except FileNotFoundError:
-        raise InputError(f"{file}: no such file") from None
+    except (FileNotFoundError, IsADirectoryError):
+        raise no_file(file) from None
     except (OSError, ValueError, EOFError) as e:
         raise InputError(f"{file}: not a readable .npy file ({e})") from None
     if X.ndim != 2 or X.dtype.kind not in "fiu":

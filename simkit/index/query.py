@@ -13,15 +13,15 @@ from pathlib import Path
 import numpy as np
 
 from ..corpus import CorpusFormat, read_corpus
-from ..errors import InputError
+from ..errors import InputError, no_file
 
 
 def load_query_vectors(file: str | os.PathLike) -> np.ndarray:
     """(n, d) vectors from a .npy file (1-D: one query); errors name the file."""
     try:
         q = np.load(file, allow_pickle=False)
-    except FileNotFoundError:
-        raise InputError(f"{file}: no such file") from None
+    except (FileNotFoundError, IsADirectoryError):
+        raise no_file(file) from None
     except (OSError, ValueError, EOFError) as e:
         raise InputError(f"{file}: not a readable .npy file ({e})") from None
     return q[None, :] if q.ndim == 1 else q
