@@ -73,7 +73,9 @@ def sts(
     tasks: str = typer.Option("ATEC,BQ,LCQMC,PAWSX,STS-B", "--tasks", help="Comma-separated tasks."),
     split: str = typer.Option("valid", "--split", help="Split(s) to score, comma-separated: train, valid, test."),
     pooling: str = typer.Option("cls,pooler,last-avg,first-last-avg", "--pooling", "-p", help="Poolings, comma-separated ('pooler' is skipped for models without one)."),
-    whitening: str = typer.Option("0,full,256", "--whitening", "-w", help="0 (none), full, and/or whitening dimensions k."),
+    whitening: str = typer.Option("0,full", "--whitening", "-w", help="0 (none), full, and/or whitening dimensions "
+                                  "k (BERT-whitening's tables add 256 for 768-d models; a k wider than every "
+                                  "model is refused)."),
     jl: str | None = typer.Option(None, "--jl", help="JL random projection dimensions, comma-separated (e.g. 128)."),
     fit_on: str = typer.Option("all", "--fit-on", help="Whitening / TF-IDF fit set: all (every pair of the scored splits), a split name, or a corpus FILE."),
     baseline: str | None = typer.Option(None, "--baseline", help="Add a weight-free baseline row: tfidf."),

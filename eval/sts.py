@@ -20,6 +20,7 @@ from .grid import GridConfig, GridRun, ModelSpec, run_grid
 from .report import write_report
 
 log = logging.getLogger(__name__)
+MAX_NOTES_SHOWN = 5
 
 
 def default_cache_dir() -> Path:
@@ -55,9 +56,13 @@ def run_sts(specs: Sequence[ModelSpec], data_dir: str | os.PathLike, output: str
     """Score every spec on the grid of ``config``; write the report directory ``output``."""
     cache = EmbeddingCache(None if no_cache else (cache_dir or default_cache_dir()))
     run = run_grid(list(specs), data_dir, config, cache)
-    for note in run.notes:
-        log.warning("note: %s", note)
     write_report(run, output, argv=argv, overwrite=overwrite, plot=plot)
+    # Every note is in the manifest; stderr gets the first few, so a grid of many models and
+    # tasks does not bury the table under one line per cell.
+    for note in run.notes[:MAX_NOTES_SHOWN]:
+        log.warning("note: %s", note)
+    if len(run.notes) > MAX_NOTES_SHOWN:
+        log.warning("note: %d more notes in %s", len(run.notes) - MAX_NOTES_SHOWN, Path(output) / "manifest.json")
     log.info("wrote %s (%d scores, %.1fs; encoded %d sentences in %d passes, %d cache hits)",
              output, len(run.cells), run.elapsed, run.cache["encoded"], run.cache["passes"], run.cache["hits"])
     return run

@@ -163,3 +163,14 @@ def test_retrieval_scores_a_tiny_task(tmp_path, tiny_bert_dir):
     res = CliRunner().invoke(app, ["eval", "retrieval", "-m", "tfidf", "-d", str(tmp_path), "--tasks", "T",
                                    "--bootstrap", "50"])
     assert res.exit_code == 0 and len(json.loads(res.stdout)["results"][0]["MRR_ci"]) == 2
+
+
+def test_many_notes_show_the_first_five_and_point_to_the_manifest(tiny_bert_dir, data_dir, tmp_path):
+    # 10-pair tasks give 20 sentences for a 32-d whitening: each (pooling, task) cell notes a
+    # rank-deficient covariance; stderr must not list every one of them.
+    r = _run("--model", tiny_bert_dir, "-d", data_dir, "-w", "full", "--no-cache", "--no-plot", "-o", tmp_path / "o")
+    assert r.exit_code == 0, r.output
+    manifest = json.loads((tmp_path / "o" / "manifest.json").read_text(encoding="utf-8"))
+    notes = [ln for ln in r.stderr.splitlines() if ln.startswith("note: ")]
+    assert len(manifest["notes"]) > 6 and notes[:5] == [f"note: {n}" for n in manifest["notes"][:5]]
+    assert notes[5:] == [f"note: {len(manifest['notes']) - 5} more notes in {tmp_path / 'o' / 'manifest.json'}"]
