@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import logging
 import os
@@ -14,7 +15,7 @@ from typing import Any
 import click
 import typer
 
-from simkit.errors import InputError, SimkitError
+from simkit.errors import InputError, ParameterError, SimkitError
 
 log = logging.getLogger("simkit.cli")
 
@@ -56,6 +57,9 @@ def handle_errors(fn: Callable) -> Callable:
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
+        except ParameterError as e:  # a value the options set: a usage error, like click's own checks
+            typer.echo(f"simkit: usage error: {option_message(e, fn)}", err=True)
+            raise typer.Exit(2) from None
         except (SimkitError, ImportError) as e:
             typer.echo(f"simkit: error: {e}", err=True)
             raise typer.Exit(1) from None
@@ -69,6 +73,17 @@ def handle_errors(fn: Callable) -> Callable:
             raise typer.Exit(1) from None
 
     return wrapper
+
+
+def option_message(e: ParameterError, command: Callable) -> str:
+    """``--batch-size 0: expected an int >= 1`` when an option of ``command`` sets the
+    parameter the library refused; the library's ``batch_size=0; ...`` otherwise."""
+    param = inspect.signature(command).parameters.get(e.name)
+    decls = [d for d in getattr(param.default, "param_decls", None) or () if d.startswith("-")] if param else []
+    if not decls:
+        return str(e)
+    value = e.value if isinstance(e.value, (int, float)) else repr(e.value)
+    return f"{max(decls, key=len)} {value}: expected {e.expected}"
 
 
 def echo_json(obj: Any, pretty: bool = True) -> None:

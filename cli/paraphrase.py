@@ -57,9 +57,9 @@ def paraphrase(
     max_new_tokens: int | None = typer.Option(None, "--max-new-tokens", min=1, help="Most tokens generated. "
                                               "[default: the model's max_seq_length]"),
     seed: int | None = typer.Option(None, "--seed", help="Random seed (same seed, same output)."),
-    no_repeat: int = typer.Option(0, "--no-repeat-ngram-size",
+    no_repeat_ngram_size: int = typer.Option(0, "--no-repeat-ngram-size",
                                   help="Forbid any N-gram twice in one candidate (2 stops loops like 还款怎么还款); 0 = off."),
-    erp: float = typer.Option(1.0, "--encoder-repetition-penalty",
+    encoder_repetition_penalty: float = typer.Option(1.0, "--encoder-repetition-penalty",
                               help="> 1 favours the source's tokens while sampling (Hugging Face's knob); 1 = off."),
     rerank: str = typer.Option("cosine", "--rerank", help="Rank candidates by cosine or likelihood.",
                                parser=choice("cosine", "likelihood")),
@@ -98,8 +98,8 @@ def paraphrase(
             warnings.simplefilter("ignore")  # counted below instead
             cands = para.similar(src, n=n, top_k=top_k or n, sample_top_k=sample_top_k, top_p=top_p,
                                  temperature=temperature, max_new_tokens=max_new_tokens,
-                                 seed=None if seed is None else seed + i, no_repeat_ngram_size=no_repeat,
-                                 encoder_repetition_penalty=erp, rerank=rerank, min_score=min_score)
+                                 seed=None if seed is None else seed + i, no_repeat_ngram_size=no_repeat_ngram_size,
+                                 encoder_repetition_penalty=encoder_repetition_penalty, rerank=rerank, min_score=min_score)
         truncated += para.last_generate_info_.get("truncated", 0)
         echo_json({"source": src, "candidates": cands}, pretty=False)
     if truncated:

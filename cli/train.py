@@ -45,12 +45,18 @@ def _common(
     **cfg,
 ) -> None:
     from simkit.encoder import Encoder
+    from simkit.models.factory import check_sizes
     from simkit.threads import configure_threads
+    from simkit.train.config import TrainConfig, check_config
     from simkit.train.data import load_training_files, read_nli_triples, sentences_of
     from simkit.train.setup import build_model
-    from simkit.train.trainer import TrainConfig, Trainer
+    from simkit.train.trainer import Trainer
 
     configure_threads(threads)
+    config = TrainConfig(max_seq_length=max_seq_length, **cfg)
+    check_config(config)  # a bad option value fails before any file is read
+    if init is None and resume is None:
+        check_sizes(backbone, hidden_size, num_layers, num_heads)
     objective = cfg["objective"]
     positives, labelled = ([], []) if objective in ("mlm", "simcse") else load_training_files(
         data, graded_threshold=graded_threshold)
@@ -62,7 +68,6 @@ def _common(
                                    num_layers=num_layers, num_heads=num_heads, max_seq_length=max_seq_length,
                                    vocab_min_freq=vocab_min_freq, extend_vocab_=extend, stack_layers=stack,
                                    seed=cfg["seed"], source=f"simkit train {cfg['objective']} (from scratch)")
-    config = TrainConfig(max_seq_length=max_seq_length, **cfg)
     evaluator = _valid_evaluator(valid) if valid else None
     teacher_enc = Encoder(teacher) if teacher else None
     trainer = Trainer(model, tok, info, config, positives, labelled, sentences, triples, evaluator=evaluator,

@@ -24,7 +24,7 @@ import os
 import re
 from pathlib import Path
 
-from simkit.errors import InputError
+from simkit.errors import InputError, ParameterError
 from simkit.fsutil import atomic_dir, write_json
 from simkit.pairs import read_pair_lines
 
@@ -101,7 +101,7 @@ def carve(data_dir: str | os.PathLike, tasks: list[str], seen: list[str | os.Pat
           seed: int = 0, overwrite: bool = False) -> dict:
     """Write the select / report parts of each task's ``split`` under ``output``."""
     if not 0 < report_fraction < 1:
-        raise InputError(f"report_fraction={report_fraction!r}; expected a number in (0, 1)")
+        raise ParameterError("report_fraction", report_fraction, "a number in (0, 1)")
     seen_keys = seen_sentences(seen)
     summary: dict = {"format": FORMAT, "format_version": 1, "split": split,
                      "report_fraction": report_fraction, "seed": seed, "seen_sentences": len(seen_keys),

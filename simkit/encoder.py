@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from .collate import pad_batch
-from .errors import InputError, check_choice
+from .errors import InputError, ParameterError, check_choice
 from .models.checkpoint import ModelInfo, load_model, save_model, weights_fingerprint
 from .models.simbert import SimBertModel
 from .pooling import check_pooling, pool
@@ -142,7 +142,7 @@ class Encoder:
             device = "cpu"  # int8 kernels are CPU ones; with ONNX the torch model only pools
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if isinstance(num_streams, bool) or not isinstance(num_streams, int) or num_streams < 1:
-            raise InputError(f"num_streams={num_streams!r}; expected a positive integer")
+            raise ParameterError("num_streams", num_streams, "a positive integer")
         if num_streams > 1 and self.device.type != "cpu":
             raise InputError(f"num_streams={num_streams} runs batches side by side on the CPU; "
                              f"got device={self.device.type!r}")
@@ -371,7 +371,7 @@ def _quantize_dynamic(backbone: torch.nn.Module) -> torch.nn.Module:
 
 def _check_budget(max_tokens: int | None) -> int | None:
     if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 0):
-        raise InputError(f"max_tokens_per_batch={max_tokens!r}; expected a positive integer "
+        raise ParameterError("max_tokens_per_batch", max_tokens, "a positive integer "
                          "(0 = batches of exactly batch_size)")
     return max_tokens
 

@@ -18,6 +18,21 @@ class InputError(SimkitError, ValueError):
     """Bad user input: a file, a line, a value or an argument."""
 
 
+class ParameterError(InputError):
+    """A bad value for a named parameter (``batch_size=0; expected an int >= 1``).
+
+    ``name`` is the Python parameter; the CLI reports the error as a usage error (exit 2)
+    naming the option that sets it.
+    """
+
+    def __init__(self, name: str, value: object, expected: str):
+        super().__init__(f"{name}={value!r}; expected {expected}")
+        self.name, self.value, self.expected = name, value, expected
+
+    def __reduce__(self):  # pickles across processes (Ray, multiprocessing) with its fields
+        return type(self), (self.name, self.value, self.expected)
+
+
 class FormatError(SimkitError):
     """A saved artifact (model, embeddings, index, transform) that cannot be loaded."""
 

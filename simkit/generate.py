@@ -21,7 +21,7 @@ import numpy as np
 
 from .decoding import decode
 from .encoder import Encoder
-from .errors import InputError
+from .errors import InputError, ParameterError
 from .likelihood import log_likelihood
 from .models.checkpoint import ModelInfo
 from .models.simbert import SimBertModel
@@ -118,11 +118,11 @@ class Paraphraser:
 
     def _limits(self, ids: list[list[int]], max_new_tokens: int | None, n: int) -> int:
         if not isinstance(n, (int, np.integer)) or not 1 <= n <= MAX_SAMPLES:
-            raise InputError(f"n={n!r}; expected an integer in 1..{MAX_SAMPLES} (samples per text, "
+            raise ParameterError("n", n, f"an integer in 1..{MAX_SAMPLES} (samples per text, "
                              "decoded together: their caches share memory)")
         max_new_tokens = self.max_seq_length if max_new_tokens is None else max_new_tokens
         if not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 1:
-            raise InputError(f"max_new_tokens={max_new_tokens!r}; expected an integer >= 1")
+            raise ParameterError("max_new_tokens", max_new_tokens, "an integer >= 1")
         max_pos = self.model.config.max_position_embeddings
         longest = max(len(x) for x in ids)
         if longest + max_new_tokens > max_pos:
@@ -218,14 +218,14 @@ class Paraphraser:
         if not isinstance(text, str):
             raise InputError(f"similar() takes one text (str); got {type(text).__name__}")
         if not isinstance(n, (int, np.integer)) or n < 1:
-            raise InputError(f"n={n!r}; expected an integer >= 1 (candidates to sample)")
+            raise ParameterError("n", n, "an integer >= 1 (candidates to sample)")
         if not isinstance(top_k, (int, np.integer)) or top_k < 1:
-            raise InputError(f"top_k={top_k!r}; expected an integer >= 1 (candidates to keep)")
+            raise ParameterError("top_k", top_k, "an integer >= 1 (candidates to keep)")
         if rerank not in get_args(Rerank):
-            raise InputError(f"rerank={rerank!r}; expected one of {', '.join(get_args(Rerank))}")
+            raise ParameterError("rerank", rerank, f"one of {', '.join(get_args(Rerank))}")
         if min_score is not None and not (isinstance(min_score, (int, float, np.floating))
                                           and np.isfinite(min_score)):
-            raise InputError(f"min_score={min_score!r}; expected a finite number (a NaN keeps nothing)")
+            raise ParameterError("min_score", min_score, "a finite number (a NaN keeps nothing)")
         cands = self.generate([text], n, sample_top_k, top_p, temperature, max_new_tokens, seed, mask_idxs,
                               no_repeat_ngram_size, encoder_repetition_penalty)[0]
         src_ids, _ = self.tokenizer.encode_batch([text], self.max_seq_length)

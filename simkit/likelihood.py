@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from .collate import pad_batch
-from .errors import InputError
+from .errors import InputError, ParameterError
 from .models.simbert import SimBertModel
 from .tokenization import Tokenizer
 
@@ -44,7 +44,7 @@ def log_likelihood(
     if len(sources) != len(targets):
         raise InputError(f"{len(sources)} sources but {len(targets)} targets; expected as many of each")
     if not isinstance(batch_size, int) or batch_size < 1:
-        raise InputError(f"batch_size={batch_size!r}; expected an integer >= 1")
+        raise ParameterError("batch_size", batch_size, "an integer >= 1")
     if model.lm_head is None:
         raise InputError("this model has no LM head, so it cannot score paraphrases")
     keep = max_seq_length - 2

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .errors import InputError
+from .errors import ParameterError
 from .tokenization import Tokenizer
 
 
@@ -39,16 +39,16 @@ class SamplingConfig:
     def check(self) -> None:
         n = self.no_repeat_ngram_size
         if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 0:
-            raise InputError(f"no_repeat_ngram_size={n!r}; expected an integer >= 0 (0 = off)")
+            raise ParameterError("no_repeat_ngram_size", n, "an integer >= 0 (0 = off)")
         if self.top_k is not None and (not isinstance(self.top_k, int) or self.top_k < 1):
-            raise InputError(f"top_k={self.top_k!r}; expected None or an integer >= 1")
+            raise ParameterError("top_k", self.top_k, "None or an integer >= 1")
         if self.top_p is not None and not 0.0 < float(self.top_p) <= 1.0:
-            raise InputError(f"top_p={self.top_p!r}; expected None or a number in (0, 1]")
+            raise ParameterError("top_p", self.top_p, "None or a number in (0, 1]")
         if not float(self.temperature) >= 0.0:
-            raise InputError(f"temperature={self.temperature!r}; expected a number >= 0 (0 = greedy)")
+            raise ParameterError("temperature", self.temperature, "a number >= 0 (0 = greedy)")
         if not float(self.encoder_repetition_penalty) > 0.0:
-            raise InputError(f"encoder_repetition_penalty={self.encoder_repetition_penalty!r}; "
-                             "expected a number > 0 (1 = off, > 1 favours the source's tokens)")
+            raise ParameterError("encoder_repetition_penalty", self.encoder_repetition_penalty,
+                                 "a number > 0 (1 = off, > 1 favours the source's tokens)")
 
     @property
     def greedy(self) -> bool:

@@ -27,7 +27,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from . import __version__
-from .errors import FormatError, InputError, check_choice
+from .errors import FormatError, InputError, ParameterError, check_choice
 from .fsutil import atomic_dir, load_npy, load_versioned, read_config, write_json
 from .whitening import Whitening, _check_output, check_matrix
 
@@ -92,7 +92,7 @@ class RandomProjection(TransformerMixin, BaseEstimator):
     def _k(self, n: int, d: int) -> int:
         if self.n_components == "auto":
             if not (isinstance(self.eps, numbers.Real) and 0 < self.eps < 1):
-                raise InputError(f"eps={self.eps!r}; expected a float in (0, 1), e.g. 0.1")
+                raise ParameterError("eps", self.eps, "a float in (0, 1), e.g. 0.1")
             from sklearn.random_projection import johnson_lindenstrauss_min_dim
 
             k = int(johnson_lindenstrauss_min_dim(n, eps=self.eps))
@@ -105,7 +105,7 @@ class RandomProjection(TransformerMixin, BaseEstimator):
             return k
         k = self.n_components
         if not isinstance(k, numbers.Integral) or isinstance(k, bool) or not 1 <= k <= d:
-            raise InputError(f"n_components={k!r}; expected 'auto' or an int in 1..{d} "
+            raise ParameterError("n_components", k, f"'auto' or an int in 1..{d} "
                              f"(the input has {d} dimensions)")
         return int(k)
 

@@ -22,7 +22,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.exceptions import NotFittedError
 from threadpoolctl import threadpool_limits
 
-from .errors import FormatError, InputError, check_choice
+from .errors import FormatError, InputError, ParameterError, check_choice
 
 # Rows per float64 block in the moment update: 4096 x 768 x 8 B = 25 MB of scratch, which
 # keeps streaming under 64 MB at d = 768; measured ~15% faster than 2048 and than 8192.
@@ -163,7 +163,7 @@ class Whitening(TransformerMixin, BaseEstimator):
     def _start(self, d: int) -> None:
         check_choice("dtype", self.dtype, ("float32", "float64"))
         if not (isinstance(self.eps, numbers.Real) and 0 < self.eps < 1):
-            raise InputError(f"eps={self.eps!r}; expected a float in (0, 1), e.g. 1e-6")
+            raise ParameterError("eps", self.eps, "a float in (0, 1), e.g. 1e-6")
         self._k(d)  # fail on a bad n_components before reading any data
         self.n_features_in_ = d
         self.n_samples_seen_ = 0
@@ -175,7 +175,7 @@ class Whitening(TransformerMixin, BaseEstimator):
         if k is None:
             return d
         if not isinstance(k, numbers.Integral) or isinstance(k, bool):
-            raise InputError(f"n_components={k!r}; expected an int in 1..{d} or None (keep all)")
+            raise ParameterError("n_components", k, f"an int in 1..{d} or None (keep all)")
         if not 1 <= k <= d:
             raise InputError(f"n_components={k} is out of range: the input has {d} dimensions, "
                              f"so expected 1..{d}")

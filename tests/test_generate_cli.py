@@ -38,11 +38,14 @@ def test_paraphrase_bad_input(tiny_bert_dir):
     r = _run("paraphrase", "", "--model", tiny_bert_dir)
     assert r.exit_code == 1 and "empty" in r.stderr
     r = _run("paraphrase", "花呗", "-n", 0, "--model", tiny_bert_dir)
-    assert r.exit_code == 1 and "n=0" in r.stderr
+    assert r.exit_code == 2 and r.stderr == "simkit: usage error: --num-samples 0: expected an integer >= 1 " \
+                                            "(candidates to sample)\n"
     r = _run("paraphrase", "--model", tiny_bert_dir)
     assert r.exit_code == 2 and "either TEXT or --input" in r.stderr  # a usage error (issue 17)
     r = _run("paraphrase", "花呗", "--no-repeat-ngram-size", -2, "--model", tiny_bert_dir)
-    assert r.exit_code == 1 and "no_repeat_ngram_size=-2" in r.stderr
+    assert r.exit_code == 2 and "usage error: --no-repeat-ngram-size -2: expected an integer >= 0" in r.stderr
+    r = _run("paraphrase", "花呗", "--top-p", 2, "--model", tiny_bert_dir)
+    assert r.exit_code == 2 and "usage error: --top-p 2.0: expected None or a number in (0, 1]" in r.stderr
 
 
 def test_paraphrase_no_repeat_ngram_size(tiny_bert_dir):

@@ -8,3 +8,14 @@ def test_encode_shapes(tiny_model_dir, texts):
     assert enc.encode(texts[0]).shape == (32,)
     out = enc.encode(texts)
     assert out.shape == (len(texts), 32) and out.dtype == np.float32
+
+
+def test_parameter_error_survives_pickling():
+    # Ray and multiprocessing send exceptions between processes by pickling them.
+    import pickle
+
+    from simkit.errors import InputError, ParameterError
+
+    e = pickle.loads(pickle.dumps(ParameterError("batch_size", 0, "an int >= 1")))
+    assert isinstance(e, InputError) and (e.name, e.value, e.expected) == ("batch_size", 0, "an int >= 1")
+    assert str(e) == "batch_size=0; expected an int >= 1"

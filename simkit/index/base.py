@@ -21,7 +21,7 @@ import faiss
 import numpy as np
 
 from .. import __version__
-from ..errors import FormatError, InputError
+from ..errors import FormatError, InputError, ParameterError
 from ..fsutil import atomic_dir, cfg_value, load_versioned, read_config, resolve_version, write_json
 from .store import DocStore
 
@@ -216,7 +216,7 @@ class BaseIndex:
         ``top_k`` hits come back when the index holds fewer (or, for IVF, the probed lists do).
         """
         if not isinstance(top_k, (int, np.integer)) or top_k < 1:
-            raise InputError(f"top_k={top_k!r}; expected a positive integer")
+            raise ParameterError("top_k", top_k, "a positive integer")
         n = len(self)
         if n == 0:
             raise InputError("the index is empty; add vectors before searching")

@@ -29,7 +29,7 @@ from typing import Any, Literal
 import faiss
 import numpy as np
 
-from ..errors import FormatError, InputError, check_choice
+from ..errors import FormatError, InputError, ParameterError, check_choice
 from ..fsutil import cfg_value, load_npy
 from . import factory as fx
 from .base import BaseIndex
@@ -95,7 +95,7 @@ class LSHIndex(BaseIndex):
         check_choice("projection", self.projection, PROJECTIONS)
         if (not isinstance(self.nbits, (int, np.integer)) or self.nbits < 8 or self.nbits % 8
                 or self.nbits > MAX_NBITS):
-            raise InputError(f"nbits={self.nbits!r}; expected a multiple of 8 in 8..{MAX_NBITS} "
+            raise ParameterError("nbits", self.nbits, f"a multiple of 8 in 8..{MAX_NBITS} "
                              "(codes are packed to bytes)")
         if isinstance(self.rerank, bool) or not isinstance(self.rerank, (int, np.integer)) or self.rerank < 1:
             raise InputError(f"rerank={self.rerank}; expected >= 1 (candidates = rerank * top_k)")
@@ -104,7 +104,7 @@ class LSHIndex(BaseIndex):
         for name in ("nlist", "nprobe"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, (int, np.integer)) or value < 1):
-                raise InputError(f"{name}={value!r}; expected a positive integer (or None for the default)")
+                raise ParameterError(name, value, "a positive integer (or None for the default)")
 
     def _tables(self) -> int:
         return int(self.n_tables) if self.n_tables is not None else max(1, self.nbits // self.hash_bits)
@@ -202,7 +202,7 @@ class LSHIndex(BaseIndex):
         for name, value in (("rerank", rerank), ("nprobe", nprobe), ("nflip", nflip)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer))
                                       or value < (0 if name == "nflip" else 1)):
-                raise InputError(f"{name}={value!r}; expected a {'non-negative' if name == 'nflip' else 'positive'} integer")
+                raise ParameterError(name, value, f"a {'non-negative' if name == 'nflip' else 'positive'} integer")
         n_cand = min(int(rerank or self.rerank) * k, self._ntotal())
         if nprobe is not None and self.mode != "ivf":
             raise InputError(f"nprobe applies to mode='ivf'; this LSH index has mode={self.mode!r}")

@@ -24,7 +24,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from ..errors import FormatError, InputError
+from ..errors import FormatError, InputError, ParameterError
 from ..fsutil import cfg_value
 from . import factory as fx
 from .base import BaseIndex
@@ -88,7 +88,7 @@ class VectorIndex(BaseIndex):
         for name in ("nprobe", "efSearch"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
-                raise InputError(f"{name}={value!r}; expected a positive integer (or None for the default)")
+                raise ParameterError(name, value, "a positive integer (or None for the default)")
 
     def _bind(self) -> None:
         """Keep handles on the knobs searches turn, and their defaults."""
@@ -159,7 +159,7 @@ class VectorIndex(BaseIndex):
         saved = []
         for name, value in (("nprobe", nprobe), ("efSearch", efSearch)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
-                raise InputError(f"{name}={value!r}; expected a positive integer")
+                raise ParameterError(name, value, "a positive integer")
         if nprobe is not None:
             if self._ivf is None:
                 raise InputError(f"nprobe applies to IVF indexes; this one is {self.factory_!r}")

@@ -33,7 +33,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from ..errors import FormatError, InputError, check_choice
+from ..errors import FormatError, InputError, ParameterError, check_choice
 from ..fsutil import read_json
 from ..tokenization import Tokenizer, is_cjk
 from .checkpoint import ModelInfo, save_model
@@ -314,7 +314,7 @@ def convert_bert4keras(
         raise InputError(f"{ckpt_dir}: not a directory (expected bert_config.json, vocab.txt, *.index)")
     check_choice("pooler_activation", pooler_activation, ("linear", "tanh"))
     if not isinstance(max_seq_length, int) or isinstance(max_seq_length, bool) or max_seq_length < 3:
-        raise InputError(f"max_seq_length={max_seq_length!r}; expected an int >= 3 ([CLS] text [SEP])")
+        raise ParameterError("max_seq_length", max_seq_length, "an int >= 3 ([CLS] text [SEP])")
     cfg_file, vocab_file = ckpt_dir / "bert_config.json", ckpt_dir / "vocab.txt"
     for f in (cfg_file, vocab_file):
         if not f.is_file():

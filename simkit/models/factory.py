@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 
 import torch
 
-from ..errors import InputError, check_choice
+from ..errors import InputError, ParameterError, check_choice
 from ..tokenization import Tokenizer, is_cjk
 from .simbert import BACKBONES, SimBertModel
 
@@ -64,6 +64,22 @@ def build_vocab(
     return [*SPECIAL_TOKENS, *tokens]
 
 
+def check_sizes(backbone: str, hidden_size: int, num_layers: int, num_heads: int | None = None,
+                intermediate_size: int | None = None) -> None:
+    """Refuse a model shape :func:`make_config` cannot build, naming the value.
+
+    >>> check_sizes("roformer", hidden_size=192, num_layers=8, num_heads=3)   # passes
+    """
+    check_choice("backbone", backbone, BACKBONES)
+    for name, v in (("hidden_size", hidden_size), ("num_layers", num_layers), ("num_heads", num_heads),
+                    ("intermediate_size", intermediate_size)):
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+            raise ParameterError(name, v, "an int >= 1")
+    heads = num_heads or max(1, hidden_size // 64)
+    if hidden_size % heads:
+        raise InputError(f"hidden_size={hidden_size} is not divisible by num_heads={heads}")
+
+
 def make_config(
     backbone: str,
     vocab_size: int,
@@ -74,14 +90,8 @@ def make_config(
     max_position: int = 512,
 ):
     """A BertConfig / RoFormerConfig of the given size (heads of 64 dims by default)."""
-    check_choice("backbone", backbone, BACKBONES)
-    for name, v in (("hidden_size", hidden_size), ("num_layers", num_layers), ("num_heads", num_heads),
-                    ("intermediate_size", intermediate_size)):
-        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
-            raise InputError(f"{name}={v!r}; expected an int >= 1")
+    check_sizes(backbone, hidden_size, num_layers, num_heads, intermediate_size)
     num_heads = num_heads or max(1, hidden_size // 64)
-    if hidden_size % num_heads:
-        raise InputError(f"hidden_size={hidden_size} is not divisible by num_heads={num_heads}")
     kw = dict(
         vocab_size=vocab_size,
         hidden_size=hidden_size,

@@ -10,7 +10,7 @@ import math
 import numbers
 from typing import Literal
 
-from ..errors import InputError
+from ..errors import InputError, ParameterError
 
 Objective = Literal["simbert", "cosent", "mlm", "simcse"]
 CosentScope = Literal["file", "batch"]
@@ -72,20 +72,20 @@ def check_config(config: TrainConfig) -> None:
     for name, low in _INTS.items():
         v = getattr(config, name)
         if not is_int(v) or v < low:
-            raise InputError(f"{name}={v!r}; expected an int >= {low}")
+            raise ParameterError(name, v, f"an int >= {low}")
     if config.max_steps is not None and (not is_int(config.max_steps) or config.max_steps < 1):
-        raise InputError(f"max_steps={config.max_steps!r}; expected an int >= 1 or None (the epochs decide)")
+        raise ParameterError("max_steps", config.max_steps, "an int >= 1 or None (the epochs decide)")
     for name, (low, high, low_ok, high_ok) in _FLOATS.items():
         v = getattr(config, name)
         real = isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
         if not (real and (low < v or (low_ok and v == low)) and (v < high or (high_ok and v == high))):
-            raise InputError(f"{name}={v!r}; expected a number in {'[' if low_ok else '('}{low:g}, "
+            raise ParameterError(name, v, f"a number in {'[' if low_ok else '('}{low:g}, "
                              f"{high:g}{']' if high_ok else ')'}")
     budget = config.time_budget
     if budget is not None and not (isinstance(budget, numbers.Real) and math.isfinite(budget) and budget >= 0):
-        raise InputError(f"time_budget={budget!r}; expected seconds >= 0 or None")
+        raise ParameterError("time_budget", budget, "seconds >= 0 or None")
     if config.micro_batches > 1 and config.objective == "mlm":
         raise InputError("micro_batches splits the pair losses (SimBERT, CoSENT, SimCSE); the masked-LM "
                          "loss has no in-batch negatives: use group_by_length (--group-by-length) for it")
     if not isinstance(config.group_by_length, bool):
-        raise InputError(f"group_by_length={config.group_by_length!r}; expected True or False")
+        raise ParameterError("group_by_length", config.group_by_length, "True or False")
