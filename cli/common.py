@@ -7,10 +7,11 @@ import inspect
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, get_type_hints
 
 import click
 import typer
@@ -51,7 +52,8 @@ def sub_app(help: str) -> typer.Typer:
 
 
 def handle_errors(fn: Callable) -> Callable:
-    """Turn simkit's errors (and missing extras) into one stderr line and exit code 1."""
+    """Turn simkit's errors (and missing extras) into one stderr line: exit 2 for a bad option
+    value or a usage error, 1 for bad input."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -79,11 +81,19 @@ def option_message(e: ParameterError, command: Callable) -> str:
     """``--batch-size 0: expected an int >= 1`` when an option of ``command`` sets the
     parameter the library refused; the library's ``batch_size=0; ...`` otherwise."""
     param = inspect.signature(command).parameters.get(e.name)
-    decls = [d for d in getattr(param.default, "param_decls", None) or () if d.startswith("-")] if param else []
+    if param is None:
+        return str(e)
+    decls = list(getattr(param.default, "param_decls", None) or ())
+    # In Annotated[..., typer.Option("--name")] the first name lands in the OptionInfo's default
+    for info in getattr(get_type_hints(command, include_extras=True).get(e.name), "__metadata__", ()):
+        decls += [getattr(info, "default", None), *(getattr(info, "param_decls", None) or ())]
+    decls = [d for d in decls if isinstance(d, str) and d.startswith("-")]
     if not decls:
         return str(e)
     value = e.value if isinstance(e.value, (int, float)) else repr(e.value)
-    return f"{max(decls, key=len)} {value}: expected {e.expected}"
+    # "None" cannot be typed on the command line: leaving the option out is how to get it
+    expected = re.sub(r"^None or | or None\b.*$", "", e.expected)
+    return f"{max(decls, key=len)} {value}: expected {expected}"
 
 
 def echo_json(obj: Any, pretty: bool = True) -> None:

@@ -110,7 +110,8 @@ def carve(data_dir: str | os.PathLike, tasks: list[str], seen: list[str | os.Pat
     for task in tasks:
         path = senteval_path(data_dir, task, split)
         if not path.is_file():
-            raise InputError(f"{path}: not found (expected DIR/<TASK>/<TASK>.{split}.data)")
+            raise InputError(f"{path}: {'is a directory' if path.is_dir() else 'not found'} "
+                             f"(expected DIR/<TASK>/<TASK>.{split}.data)")
         lines = read_pair_lines(path)
         rows = [(a, b, label) for _, a, b, label in lines.rows]
         parts, counts = split_pairs(rows, seen_keys, report_fraction, seed)

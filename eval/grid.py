@@ -29,7 +29,7 @@ from typing import Any, Literal
 import numpy as np
 from threadpoolctl import threadpool_limits  # a scikit-learn dependency
 
-from simkit.errors import InputError, check_choice
+from simkit.errors import InputError, ParameterError, check_choice
 from simkit.transforms import RandomProjection, Whitening
 
 from .baseline import NAME as BASELINE_NAME
@@ -99,7 +99,7 @@ def parse_transforms(whitening: str | Sequence[str] = "0,full", jl: Sequence[int
         if spec not in out:
             out.append(spec)
     if not out:
-        raise InputError("no transform selected; e.g. --whitening 0,full,256")
+        raise InputError("no transform selected; e.g. --whitening 0,full")
     return out
 
 
@@ -260,8 +260,8 @@ def _check_dimensions(models: Sequence[ModelSpec], transforms: Sequence[Transfor
     dims = [m.encoder.get_sentence_embedding_dimension() for m in models if not m.is_baseline]
     for spec in transforms:
         if dims and spec.n_components is not None and spec.n_components > max(dims):
-            raise InputError(f"{spec.name}: {spec.n_components} dimensions, but the widest model has "
-                             f"{max(dims)}; expected k <= {max(dims)}")
+            raise ParameterError("jl" if spec.kind == "jl" else "whitening", spec.n_components,
+                                 f"at most {max(dims)} dimensions (the widest model has {max(dims)})")
 
 
 def run_grid(

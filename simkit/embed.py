@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from .corpus import CorpusFormat, CorpusStats, read_corpus
-from .errors import InputError
+from .errors import InputError, ParameterError
 from .fsutil import atomic_dir, reserve_space
 from .pipeline import Pipeline
 from .store import FORMAT as STORE_FORMAT
@@ -102,6 +102,8 @@ def _rows(store: EmbeddingStore, a: int, chunk: np.ndarray):
     b = a + len(chunk)
     try:
         yield chunk
+    except ParameterError:  # a bad eps / n_components: about the option, not about this file
+        raise
     except InputError as e:
         bad = np.flatnonzero(~np.isfinite(chunk).all(axis=1))
         if len(bad):

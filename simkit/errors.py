@@ -7,6 +7,7 @@ so messages here must stand alone: name the file / line / value and what was exp
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 
 
@@ -30,7 +31,12 @@ class ParameterError(InputError):
         self.name, self.value, self.expected = name, value, expected
 
     def __reduce__(self):  # pickles across processes (Ray, multiprocessing) with its fields
-        return type(self), (self.name, self.value, self.expected)
+        try:
+            pickle.dumps(self.value)
+            value = self.value
+        except Exception:
+            value = repr(self.value)
+        return type(self), (self.name, value, self.expected)
 
 
 class FormatError(SimkitError):

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from . import __version__
-from .errors import InputError, check_choice
+from .errors import InputError, ParameterError, check_choice
 from .fsutil import atomic_dir, write_json
 from .models.checkpoint import load_model
 from .models.st_dir import DENSE, NORMALIZE, POOLING, TRANSFORMER, WEIGHTED_LAYERS
@@ -78,7 +78,7 @@ def export_sentence_transformers(
     max_len = int(info.max_seq_length if max_seq_length is None else max_seq_length)
     max_pos = net.config.max_position_embeddings
     if not 3 <= max_len <= max_pos:
-        raise InputError(f"max_seq_length={max_len} is out of range; expected 3..{max_pos} for this model")
+        raise ParameterError("max_seq_length", max_len, f"3..{max_pos} for this model")
     hidden = int(net.config.hidden_size)
     tail = _tail_modules(transform, hidden)
 

@@ -105,8 +105,7 @@ class RandomProjection(TransformerMixin, BaseEstimator):
             return k
         k = self.n_components
         if not isinstance(k, numbers.Integral) or isinstance(k, bool) or not 1 <= k <= d:
-            raise ParameterError("n_components", k, f"'auto' or an int in 1..{d} "
-                             f"(the input has {d} dimensions)")
+            raise ParameterError("n_components", k, f"'auto' or an int in 1..{d} (the input has {d} dimensions)")
         return int(k)
 
     def transform(self, X):

@@ -177,8 +177,7 @@ class Whitening(TransformerMixin, BaseEstimator):
         if not isinstance(k, numbers.Integral) or isinstance(k, bool):
             raise ParameterError("n_components", k, f"an int in 1..{d} or None (keep all)")
         if not 1 <= k <= d:
-            raise InputError(f"n_components={k} is out of range: the input has {d} dimensions, "
-                             f"so expected 1..{d}")
+            raise ParameterError("n_components", k, f"1..{d} (the input has {d} dimensions)")
         return int(k)
 
     def _accumulate(self, X: np.ndarray) -> None:

@@ -120,8 +120,13 @@ def test_apply_errors(tmp_path):
     assert res.exit_code == 1 and "config.json: not found" in res.stderr
     res, _ = run("whiten", "fit", tmp_path / "emb", "--n-components", 4, "-o", tmp_path / "w")
     assert res.exit_code == 1 and "already exists" in res.stderr
-    res, _ = run("whiten", "fit", tmp_path / "emb", "--n-components", 99, "-o", tmp_path / "w2")
-    assert res.exit_code == 1 and "n_components=99" in res.stderr
+    # option values the library refuses are usage errors naming the option, not errors about the file
+    for args, message in ((["--n-components", 99], "--n-components 99: expected 1..24 (the input has 24 dimensions)"),
+                          (["--eps", 2], "--eps 2.0: expected a float in (0, 1), e.g. 1e-6")):
+        res, _ = run("whiten", "fit", tmp_path / "emb", *args, "-o", tmp_path / "w2")
+        assert res.exit_code == 2 and res.stderr == f"simkit: usage error: {message}\n", res.stderr
+    res, _ = run("project", "fit", tmp_path / "emb", "--n-components", 0, "-o", tmp_path / "w2")
+    assert res.exit_code == 2 and "usage error: --n-components 0: expected 'auto' or an int in 1..24" in res.stderr
     res, _ = run("whiten", "fit", tmp_path / "emb", "--n-components", 4, "--overwrite", "-o", tmp_path / "w")
     assert res.exit_code == 0
 

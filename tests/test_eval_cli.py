@@ -165,6 +165,13 @@ def test_retrieval_scores_a_tiny_task(tmp_path, tiny_bert_dir):
     assert res.exit_code == 0 and len(json.loads(res.stdout)["results"][0]["MRR_ci"]) == 2
 
 
+def test_a_whitening_wider_than_every_model_is_a_usage_error(tiny_bert_dir, data_dir, tmp_path):
+    r = _run("--model", tiny_bert_dir, "-d", data_dir, "-w", "0,999", "--no-cache", "-o", tmp_path / "o")
+    assert r.exit_code == 2 and r.stderr.endswith(
+        "simkit: usage error: --whitening 999: expected at most 32 dimensions (the widest model has 32)\n"), r.stderr
+    assert not (tmp_path / "o").exists()
+
+
 def test_many_notes_show_the_first_five_and_point_to_the_manifest(tiny_bert_dir, data_dir, tmp_path):
     # 10-pair tasks give 20 sentences for a 32-d whitening: each (pooling, task) cell notes a
     # rank-deficient covariance; stderr must not list every one of them.

@@ -139,9 +139,9 @@ def test_cli_export_sentence_transformers(tiny_bert_dir, tmp_path):
     again = CliRunner().invoke(app, args)
     assert again.exit_code == 1 and "already exists" in again.stderr
     bad = CliRunner().invoke(app, [*args[:5], "--max-seq-length", "1000", "--overwrite"])
-    assert bad.exit_code == 1 and bad.stderr.startswith("simkit: error: max_seq_length=1000 is out of range")
+    assert bad.exit_code == 2 and bad.stderr.startswith("simkit: usage error: --max-seq-length 1000: expected 3..")
     zero = CliRunner().invoke(app, [*args[:5], "--max-seq-length", "0", "--overwrite"])  # was 64, silently
-    assert zero.exit_code == 1 and zero.stderr.startswith("simkit: error: max_seq_length=0 is out of range")
+    assert zero.exit_code == 2 and zero.stderr.startswith("simkit: usage error: --max-seq-length 0: expected 3..")
 
 
 def test_bundled_trained_model_with_whitening_exports_exactly(tmp_path):

@@ -45,7 +45,7 @@ def test_paraphrase_bad_input(tiny_bert_dir):
     r = _run("paraphrase", "花呗", "--no-repeat-ngram-size", -2, "--model", tiny_bert_dir)
     assert r.exit_code == 2 and "usage error: --no-repeat-ngram-size -2: expected an integer >= 0" in r.stderr
     r = _run("paraphrase", "花呗", "--top-p", 2, "--model", tiny_bert_dir)
-    assert r.exit_code == 2 and "usage error: --top-p 2.0: expected None or a number in (0, 1]" in r.stderr
+    assert r.exit_code == 2 and "usage error: --top-p 2.0: expected a number in (0, 1]" in r.stderr
 
 
 def test_paraphrase_no_repeat_ngram_size(tiny_bert_dir):

@@ -19,3 +19,6 @@ def test_parameter_error_survives_pickling():
     e = pickle.loads(pickle.dumps(ParameterError("batch_size", 0, "an int >= 1")))
     assert isinstance(e, InputError) and (e.name, e.value, e.expected) == ("batch_size", 0, "an int >= 1")
     assert str(e) == "batch_size=0; expected an int >= 1"
+    # a value that cannot be pickled travels as its repr rather than losing the whole error
+    e = pickle.loads(pickle.dumps(ParameterError("top_k", lambda: 0, "an int")))
+    assert isinstance(e, ParameterError) and e.name == "top_k" and e.value.startswith("<function")

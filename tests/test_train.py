@@ -135,7 +135,12 @@ def test_cli_bad_numbers_are_one_line_errors(pair_file, tmp_path):
     for extra, message in ((["--batch-size", "0"], "--batch-size 0: expected an int >= 1"),
                            (["--lr", "nan"], "--lr nan: expected a number in (0, inf)"),
                            (["--hidden-size", "0"], "--hidden-size 0: expected an int >= 1"),
-                           (["--num-layers", "0"], "--num-layers 0: expected an int >= 1")):
+                           (["--num-layers", "0"], "--num-layers 0: expected an int >= 1"),
+                           (["--hidden-size", "100", "--num-heads", "3"], "--num-heads 3: expected a divisor of "
+                                                                          "hidden_size=100"),
+                           (["--backbone", "xyz"], "--backbone 'xyz': expected one of: bert, roformer"),
+                           (["--cosent-scope", "task"], "--cosent-scope 'task': expected one of: file, batch"),
+                           (["--max-steps", "0"], "--max-steps 0: expected an int >= 1")):
         res = CliRunner().invoke(app, [*base, *extra])
         assert res.exit_code == 2, (extra, res.output)
         assert res.output == f"simkit: usage error: {message}\n", res.output
@@ -297,7 +302,7 @@ def test_cosent_scope_file_needs_two_labels_within_one_file(tiny_bert_dir, tmp_p
     with pytest.raises(InputError, match="within any one file"):
         Trainer(model, tok, info, TrainConfig(objective="cosent"), (), lab, device="cpu")
     Trainer(model, tok, info, TrainConfig(objective="cosent", cosent_scope="batch"), (), lab, device="cpu")
-    with pytest.raises(InputError, match="cosent_scope 'task'; expected one of: file, batch"):
+    with pytest.raises(InputError, match="cosent_scope='task'; expected one of: file, batch"):
         Trainer(model, tok, info, TrainConfig(objective="cosent", cosent_scope="task"), (), lab, device="cpu")
 
 

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 
 import torch
 
-from ..errors import InputError, ParameterError, check_choice
+from ..errors import InputError, ParameterError
 from ..tokenization import Tokenizer, is_cjk
 from .simbert import BACKBONES, SimBertModel
 
@@ -70,14 +70,15 @@ def check_sizes(backbone: str, hidden_size: int, num_layers: int, num_heads: int
 
     >>> check_sizes("roformer", hidden_size=192, num_layers=8, num_heads=3)   # passes
     """
-    check_choice("backbone", backbone, BACKBONES)
+    if backbone not in BACKBONES:
+        raise ParameterError("backbone", backbone, f"one of: {', '.join(BACKBONES)}")
     for name, v in (("hidden_size", hidden_size), ("num_layers", num_layers), ("num_heads", num_heads),
                     ("intermediate_size", intermediate_size)):
         if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
             raise ParameterError(name, v, "an int >= 1")
     heads = num_heads or max(1, hidden_size // 64)
     if hidden_size % heads:
-        raise InputError(f"hidden_size={hidden_size} is not divisible by num_heads={heads}")
+        raise ParameterError("num_heads", heads, f"a divisor of hidden_size={hidden_size}")
 
 
 def make_config(

@@ -8,9 +8,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
-from typing import Literal
+from typing import Literal, get_args
 
-from ..errors import InputError, ParameterError
+from ..errors import InputError, ParameterError, check_choice
 
 Objective = Literal["simbert", "cosent", "mlm", "simcse"]
 CosentScope = Literal["file", "batch"]
@@ -69,6 +69,9 @@ def check_config(config: TrainConfig) -> None:
     def is_int(v) -> bool:
         return isinstance(v, numbers.Integral) and not isinstance(v, bool)
 
+    check_choice("objective", config.objective, get_args(Objective))
+    if config.cosent_scope not in get_args(CosentScope):
+        raise ParameterError("cosent_scope", config.cosent_scope, f"one of: {', '.join(get_args(CosentScope))}")
     for name, low in _INTS.items():
         v = getattr(config, name)
         if not is_int(v) or v < low:

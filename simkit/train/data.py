@@ -23,7 +23,7 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..errors import InputError
+from ..errors import InputError, no_file
 from ..pairs import read_pair_lines
 
 log = logging.getLogger(__name__)
@@ -61,6 +61,8 @@ def read_pairs(path: str | Path) -> list[LabelledPair]:
 def read_groups(path: str | Path) -> list[list[str]]:
     """Groups of similar sentences from JSONL (a list, or an object with ``texts``)."""
     path = Path(path)
+    if not path.is_file():
+        raise no_file(path)
     groups = []
     for no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():

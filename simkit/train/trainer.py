@@ -21,19 +21,18 @@ import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import get_args
 
 import numpy as np
 import torch
 
 from ..collate import pad_batch
 from ..encoder import Encoder
-from ..errors import InputError, SimkitError, check_choice
+from ..errors import InputError, SimkitError
 from ..fsutil import lock_path, write_json
 from ..models.checkpoint import ModelInfo, load_model, save_model
 from ..models.simbert import SimBertModel
 from ..tokenization import Tokenizer
-from .config import CosentScope, Objective, TrainConfig, check_config
+from .config import TrainConfig, check_config
 from .data import LabelledPair
 from .objectives import (
     cosent_loss,
@@ -144,8 +143,6 @@ class Trainer:
         teacher: Encoder | None = None,
         device: str | None = None,
     ):
-        check_choice("objective", config.objective, get_args(Objective))
-        check_choice("cosent_scope", config.cosent_scope, get_args(CosentScope))
         check_config(config)
         self.model, self.tokenizer, self.info, self.config = model, tokenizer, info, config
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
