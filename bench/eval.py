@@ -63,7 +63,7 @@ def main(argv=None) -> None:
     ap.add_argument("--limit", type=int, default=None, help="first N pairs of each task")
     ap.add_argument("--layers", type=int, default=12)
     ap.add_argument("--hidden", type=int, default=768)
-    ap.add_argument("--whitening-k", type=int, default=256)
+    ap.add_argument("--whitening-k", type=int, default=256, help="whitening-k column (at most --hidden)")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None)
@@ -108,7 +108,7 @@ def main(argv=None) -> None:
                                 show_progress_bar=False)
 
     cfg = GridConfig(tasks=tasks, splits=[args.split], poolings=GRID_POOLINGS, limit=args.limit,
-                     transforms=parse_transforms(f"0,full,{args.whitening_k}"), batch_size=args.batch_size,
+                     transforms=parse_transforms(f"0,full,{min(args.whitening_k, args.hidden)}"), batch_size=args.batch_size,
                      show_progress_bar=False)
 
     def grid():

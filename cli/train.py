@@ -55,7 +55,7 @@ def _common(
     configure_threads(threads)
     config = TrainConfig(max_seq_length=max_seq_length, **cfg)
     check_config(config)  # a bad option value fails before any file is read
-    if init is None and resume is None:
+    if init is None:  # a from-scratch shape (a resumed run rebuilds it before loading the checkpoint)
         check_sizes(backbone, hidden_size, num_layers, num_heads)
     objective = cfg["objective"]
     positives, labelled = ([], []) if objective in ("mlm", "simcse") else load_training_files(

@@ -221,6 +221,9 @@ class Paraphraser:
             raise ParameterError("n", n, "an integer >= 1 (candidates to sample)")
         if not isinstance(top_k, (int, np.integer)) or top_k < 1:
             raise ParameterError("top_k", top_k, "an integer >= 1 (candidates to keep)")
+        if sample_top_k is not None and (not isinstance(sample_top_k, (int, np.integer)) or sample_top_k < 1):
+            # checked here, not by the sampler, whose own name for it is top_k: the other parameter
+            raise ParameterError("sample_top_k", sample_top_k, "None or an integer >= 1 (tokens to sample among)")
         if rerank not in get_args(Rerank):
             raise ParameterError("rerank", rerank, f"one of {', '.join(get_args(Rerank))}")
         if min_score is not None and not (isinstance(min_score, (int, float, np.floating))

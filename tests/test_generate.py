@@ -147,6 +147,8 @@ def test_bad_input(para, tiny_bert_dir):
         para.generate(["花呗"], n=100000)
     with pytest.raises(InputError, match="min_score=nan; expected a finite number"):  # kept nothing, silently
         para.similar("花呗", n=2, min_score=float("nan"))
+    with pytest.raises(InputError, match="^sample_top_k=0; expected"):  # was named top_k, similar()'s other one
+        para.similar("花呗", n=2, sample_top_k=0)
     with pytest.raises(InputError, match="top_p"):
         para.generate(["花呗"], top_p=1.5)
     with pytest.raises(InputError, match="exceeds"):
