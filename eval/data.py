@@ -147,8 +147,9 @@ def load_senteval(data_dir: str | os.PathLike, task: str, split: str) -> PairDat
     """
     path = senteval_path(data_dir, task, split)
     if not path.is_file():
-        have = sorted(p.name for p in (Path(data_dir) / task).glob(f"{task}.*.data"))
-        raise InputError(f"{path}: no such file; found for {task}: {', '.join(have) or 'nothing'}")
+        have = sorted(p.name for p in (Path(data_dir) / task).glob(f"{task}.*.data") if p.is_file())
+        what = "is a directory" if path.is_dir() else "no such file"
+        raise InputError(f"{path}: {what}; found for {task}: {', '.join(have) or 'nothing'}")
     return read_pairs_tsv(path, task, split, header=False)
 
 

@@ -101,6 +101,9 @@ def test_senteval_errors_name_file_line_and_choices(tmp_path):
     assert load_senteval(tmp_path, "STS-B", "valid").labels.max() == 5
     with pytest.raises(InputError, match=r"STS-B\.test\.data: no such file; found for STS-B: STS-B\.valid\.data"):
         load_senteval(tmp_path, "STS-B", "test")
+    (tmp_path / "STS-B" / "STS-B.train.data").mkdir()
+    with pytest.raises(InputError, match=r"STS-B\.train\.data: is a directory; found for STS-B: STS-B\.valid\.data"):
+        load_senteval(tmp_path, "STS-B", "train")
     with pytest.raises(InputError, match=r"is not a C-MTEB task \(those are: ATEC, BQ, LCQMC, PAWSX, STS-B\)"):
         load_task(tmp_path, "STSB", "valid")
 
