@@ -85,7 +85,11 @@ def option_message(e: ParameterError, command: Callable) -> str:
         return str(e)
     decls = list(getattr(param.default, "param_decls", None) or ())
     # In Annotated[..., typer.Option("--name")] the first name lands in the OptionInfo's default
-    for info in getattr(get_type_hints(command, include_extras=True).get(e.name), "__metadata__", ()):
+    try:
+        hints = get_type_hints(command, include_extras=True)
+    except Exception:  # an annotation that does not resolve must not turn into a traceback
+        hints = {}
+    for info in getattr(hints.get(e.name), "__metadata__", ()):
         decls += [getattr(info, "default", None), *(getattr(info, "param_decls", None) or ())]
     decls = [d for d in decls if isinstance(d, str) and d.startswith("-")]
     if not decls:
