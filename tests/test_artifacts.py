@@ -328,11 +328,83 @@ def test_os_errors_are_one_line(tmp_path, tiny_bert_dir):
     assert res.exit_code == 1 and "Traceback" not in res.output
     assert "not a directory" in res.stderr and str(tmp_path / "f") in res.stderr
 
-    def boom(*a, **k):
-        raise OSError(28, "No space left on device", str(tmp_path / "x"))
-
     assert "no space left" in str(fsutil.os_error(OSError(28, "x"), tmp_path / "x"))
     assert fsutil.os_error(OSError(30, "x"), "p").args[0] == "p: cannot write (read-only file system)"
+
+
+def _refuse_writes(monkeypatch, under, err: int, reads: bool = False) -> None:
+    """Make every write below ``under`` fail with ``err`` (and every read, with ``reads``).
+
+    The tests run as root, which the kernel lets write anywhere, so the refusal a read-only
+    mount (EROFS) or a foreign directory (EACCES) gives is raised where the kernel raises it.
+    """
+    import builtins
+
+    under = str(under)
+    write_flags = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+
+    def refuse(p) -> None:
+        raise OSError(err, os.strerror(err), str(p))
+
+    def hit(p) -> bool:
+        return isinstance(p, (str, os.PathLike)) and os.path.abspath(p).startswith(under)
+
+    real_open, real_os_open = builtins.open, os.open
+
+    def fake_open(file, mode="r", *a, **k):
+        if hit(file) and (reads or any(c in mode for c in "wax+")):
+            refuse(file)
+        return real_open(file, mode, *a, **k)
+
+    def fake_os_open(path, flags, *a, **k):
+        if hit(path) and (reads or flags & write_flags):
+            refuse(path)
+        return real_os_open(path, flags, *a, **k)
+
+    monkeypatch.setattr(builtins, "open", fake_open)
+    monkeypatch.setattr(os, "open", fake_os_open)
+    for name in ("mkdir", "rename", "replace", "unlink", "rmdir", "link", "symlink"):
+        real = getattr(os, name)
+
+        def fake(p, *a, _real=real, **k):
+            if hit(p):
+                refuse(p)
+            return _real(p, *a, **k)
+
+        monkeypatch.setattr(os, name, fake)
+
+
+def test_read_only_and_permission_refusals(tmp_path, tiny_bert_dir, data, monkeypatch):
+    X, ids = data
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("花呗\n借呗\n", encoding="utf-8")
+    idx = tmp_path / "ro" / "idx"
+    _save(X, ids, idx, 10)
+    version = artifact_version(idx)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    with monkeypatch.context() as m:
+        _refuse_writes(m, locked, 13)  # EACCES: a directory the user may not write
+        res = cli("encode", corpus, "-m", tiny_bert_dir, "-o", locked / "emb")
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    assert res.stderr == f"simkit: error: {locked / '.emb.lock'}: cannot create the lock file (permission denied)\n"
+    assert os.listdir(locked) == []
+
+    with monkeypatch.context() as m:
+        _refuse_writes(m, tmp_path / "ro", 30)  # EROFS: the index lives on a read-only mount
+        loaded = load_index(idx)  # readers need no lock and write nothing
+        assert len(loaded) == 10 and loaded.search(X[3], top_k=1)[0]["id"] == "d3"
+        with pytest.raises(InputError, match=r"idx\.lock: cannot create the lock file \(read-only file system\)"):
+            _save(X, ids, idx, 20)
+        res = cli("index", "info", idx)
+        assert res.exit_code == 0, res.output
+    assert artifact_version(idx) == version and len(load_index(idx)) == 10
+
+    with monkeypatch.context() as m:
+        _refuse_writes(m, corpus, 13, reads=True)  # a corpus the user may not read
+        res = cli("encode", corpus, "-m", tiny_bert_dir, "-o", tmp_path / "emb")
+    assert res.exit_code == 1 and res.stderr == f"simkit: error: {corpus}: cannot read (Permission denied)\n"
+    assert not (tmp_path / "emb").exists()
 
 
 # -- numbers -----------------------------------------------------------------------------------
