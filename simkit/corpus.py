@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Literal
 
 from .errors import InputError, check_choice, no_file
+from .fsutil import os_error
 
 CorpusFormat = Literal["auto", "txt", "jsonl", "tsv", "csv"]
 FORMATS = ("auto", "txt", "jsonl", "tsv", "csv")
@@ -65,7 +66,7 @@ def _raw_lines(path: Path) -> Iterator[tuple[int, str]]:
     try:
         f = open(path, "rb")
     except OSError as e:
-        raise InputError(f"{path}: cannot read ({e.strerror})") from None
+        raise os_error(e, path, "read") from None
     with f:
         for chunk in f:  # split at LF by the file; CR / CRLF inside a chunk split below
             for raw in chunk.splitlines(keepends=True) if b"\r" in chunk else (chunk,):

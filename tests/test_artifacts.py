@@ -336,20 +336,26 @@ def _refuse_writes(monkeypatch, under, err: int, reads: bool = False) -> None:
     """Make every write below ``under`` fail with ``err`` (and every read, with ``reads``).
 
     The tests run as root, which the kernel lets write anywhere, so the refusal a read-only
-    mount (EROFS) or a foreign directory (EACCES) gives is raised where the kernel raises it.
+    mount (EROFS) or a foreign directory (EACCES) gives is raised where the kernel raises it:
+    at ``open`` (built-in, ``io`` and pathlib's), ``os.open`` and every call that changes
+    a directory, on either of its paths.
     """
     import builtins
+    import io
 
-    under = str(under)
+    under = os.path.realpath(under)
     write_flags = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+
+    def hit(p) -> bool:
+        if not isinstance(p, (str, os.PathLike)):
+            return False
+        p = os.path.realpath(p)
+        return p == under or p.startswith(under + os.sep)
 
     def refuse(p) -> None:
         raise OSError(err, os.strerror(err), str(p))
 
-    def hit(p) -> bool:
-        return isinstance(p, (str, os.PathLike)) and os.path.abspath(p).startswith(under)
-
-    real_open, real_os_open = builtins.open, os.open
+    real_open, real_os_open = io.open, os.open
 
     def fake_open(file, mode="r", *a, **k):
         if hit(file) and (reads or any(c in mode for c in "wax+")):
@@ -362,16 +368,22 @@ def _refuse_writes(monkeypatch, under, err: int, reads: bool = False) -> None:
         return real_os_open(path, flags, *a, **k)
 
     monkeypatch.setattr(builtins, "open", fake_open)
+    monkeypatch.setattr(io, "open", fake_open)
     monkeypatch.setattr(os, "open", fake_os_open)
-    for name in ("mkdir", "rename", "replace", "unlink", "rmdir", "link", "symlink"):
+    for name in ("mkdir", "rmdir", "unlink", "remove", "rename", "replace", "link", "symlink"):
         real = getattr(os, name)
 
-        def fake(p, *a, _real=real, **k):
-            if hit(p):
-                refuse(p)
-            return _real(p, *a, **k)
+        def fake(*args, _real=real, **k):
+            for p in args[:2]:  # (path) or (src, dst): both must be writable
+                if hit(p):
+                    refuse(p)
+            return _real(*args, **k)
 
         monkeypatch.setattr(os, name, fake)
+
+
+def _tree(root) -> dict:
+    return {str(p): p.stat().st_mtime_ns for p in sorted(root.rglob("*"))}
 
 
 def test_read_only_and_permission_refusals(tmp_path, tiny_bert_dir, data, monkeypatch):
@@ -386,10 +398,11 @@ def test_read_only_and_permission_refusals(tmp_path, tiny_bert_dir, data, monkey
     with monkeypatch.context() as m:
         _refuse_writes(m, locked, 13)  # EACCES: a directory the user may not write
         res = cli("encode", corpus, "-m", tiny_bert_dir, "-o", locked / "emb")
-    assert res.exit_code == 1 and "Traceback" not in res.output
+    assert res.exit_code == 1 and isinstance(res.exception, SystemExit)  # handled, not a traceback
     assert res.stderr == f"simkit: error: {locked / '.emb.lock'}: cannot create the lock file (permission denied)\n"
     assert os.listdir(locked) == []
 
+    before = _tree(tmp_path / "ro")
     with monkeypatch.context() as m:
         _refuse_writes(m, tmp_path / "ro", 30)  # EROFS: the index lives on a read-only mount
         loaded = load_index(idx)  # readers need no lock and write nothing
@@ -398,12 +411,14 @@ def test_read_only_and_permission_refusals(tmp_path, tiny_bert_dir, data, monkey
             _save(X, ids, idx, 20)
         res = cli("index", "info", idx)
         assert res.exit_code == 0, res.output
+    assert _tree(tmp_path / "ro") == before  # nothing was written, moved or removed
     assert artifact_version(idx) == version and len(load_index(idx)) == 10
 
     with monkeypatch.context() as m:
         _refuse_writes(m, corpus, 13, reads=True)  # a corpus the user may not read
         res = cli("encode", corpus, "-m", tiny_bert_dir, "-o", tmp_path / "emb")
-    assert res.exit_code == 1 and res.stderr == f"simkit: error: {corpus}: cannot read (Permission denied)\n"
+    assert res.exit_code == 1 and isinstance(res.exception, SystemExit)
+    assert res.stderr == f"simkit: error: {corpus}: cannot read (permission denied)\n"
     assert not (tmp_path / "emb").exists()
 
 

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import InputError, no_file
+from ..fsutil import os_error
 from ..pairs import read_pair_lines
 
 log = logging.getLogger(__name__)
@@ -141,7 +142,7 @@ def read_sentences(path: str | Path) -> list[str]:
     except UnicodeDecodeError as e:
         raise InputError(f"{path}: not UTF-8 text (byte {e.start})") from None
     except OSError as e:
-        raise InputError(f"{path}: cannot read ({e.strerror})") from None
+        raise os_error(e, path, "read") from None
     out = [line.strip() for line in text.splitlines() if line.strip()]
     if not out:
         raise InputError(f"{path}: no sentences (expected one a line)")
