@@ -111,6 +111,9 @@ def _options(objective: str, data_help: str = DATA_HELP):
         epochs: int = typer.Option(1, "--epochs"),
         max_steps: int | None = typer.Option(None, "--max-steps"),
         time_budget: float | None = typer.Option(None, "--time-budget", help="Seconds; stop and save when exceeded."),
+        lr_schedule: str = typer.Option("steps", "--lr-schedule", help="Warm up and decay the rate over the "
+                                        "steps, or over --time-budget (time: it reaches zero as the budget "
+                                        "runs out, on any machine; counted across --resume)."),
         lr: float = typer.Option(5e-5, "--lr"),
         warmup_ratio: float = typer.Option(0.1, "--warmup-ratio"),
         mask_prob: float = typer.Option(0.0, "--mask-prob", help="RoFormer-Sim: mask this fraction of source tokens."),
@@ -145,6 +148,7 @@ def _options(objective: str, data_help: str = DATA_HELP):
                 extend=extend, stack=stack,
                 objective=objective, batch_size=batch_size, cosent_batch_size=cosent_batch_size,
                 cosent_weight=cosent_weight, cosent_scope=cosent_scope, epochs=epochs, max_steps=max_steps, time_budget=time_budget,
+                lr_schedule=lr_schedule,
                 lr=lr, warmup_ratio=warmup_ratio, mask_prob=mask_prob, distill_weight=distill_weight,
                 seed=seed, bf16=bf16, group_by_length=group_by_length, micro_batches=micro_batches, checkpoint_every=checkpoint_every, threads=threads, mlm_weight=mlm_weight,
                 mlm_batch_size=mlm_batch_size, mlm_prob=mlm_prob, simcse_weight=simcse_weight,

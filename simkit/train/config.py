@@ -14,6 +14,7 @@ from ..errors import InputError, ParameterError, check_choice
 
 Objective = Literal["simbert", "cosent", "mlm", "simcse"]
 CosentScope = Literal["file", "batch"]
+LrSchedule = Literal["steps", "time"]
 
 
 @dataclasses.dataclass
@@ -28,6 +29,9 @@ class TrainConfig:
     epochs: int = 1
     max_steps: int | None = None
     time_budget: float | None = None  # seconds; stop (and save) when exceeded
+    # "steps": warm up and decay over the steps; "time": over time_budget (counted across
+    # resumes), so the rate reaches zero as the budget runs out on any machine
+    lr_schedule: LrSchedule = "steps"
     lr: float = 5e-5
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
@@ -87,6 +91,10 @@ def check_config(config: TrainConfig) -> None:
     budget = config.time_budget
     if budget is not None and not (isinstance(budget, numbers.Real) and math.isfinite(budget) and budget >= 0):
         raise ParameterError("time_budget", budget, "seconds >= 0 or None")
+    check_choice("lr_schedule", config.lr_schedule, get_args(LrSchedule))
+    if config.lr_schedule == "time" and not (budget is not None and budget > 0):
+        raise InputError("lr_schedule='time' decays the rate over the time budget: give time_budget "
+                         "(--time-budget) in seconds > 0")
     if config.micro_batches > 1 and config.objective == "mlm":
         raise InputError("micro_batches splits the pair losses (SimBERT, CoSENT, SimCSE); the masked-LM "
                          "loss has no in-batch negatives: use group_by_length (--group-by-length) for it")

@@ -1,4 +1,4 @@
-"""The training loop: AdamW, warmup + linear decay, clipping, checkpoints that resume exactly.
+"""The training loop: AdamW, warm-up + linear decay, clipping, checkpoints that resume exactly.
 
 >>> t = Trainer(model, tok, info, TrainConfig(objective="simbert", batch_size=32),
 ...             positives=[("花呗怎么还款", "怎么还花呗")])        # doctest: +SKIP
@@ -43,6 +43,7 @@ from .objectives import (
     simbert_losses,
     simcse_loss,
 )
+from .schedule import Clock, make_optimizer
 
 log = logging.getLogger(__name__)
 
@@ -314,22 +315,6 @@ class Trainer:
             losses["simcse"] = cfg.simcse_weight * self._simcse(self.extra["simcse"].next()[0])
         return losses, epoch_end
 
-    # -- optimisation -----------------------------------------------------------------
-    def _optimizer(self, total_steps: int):
-        decay, no_decay = [], []
-        for name, p in self.model.named_parameters():
-            (no_decay if p.ndim < 2 or "LayerNorm" in name else decay).append(p)
-        opt = torch.optim.AdamW([{"params": decay, "weight_decay": self.config.weight_decay},
-                                 {"params": no_decay, "weight_decay": 0.0}], lr=self.config.lr)
-        warmup = max(1, int(total_steps * self.config.warmup_ratio))
-
-        def schedule(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
-
-        return opt, torch.optim.lr_scheduler.LambdaLR(opt, schedule)
-
     def total_steps(self) -> int:
         per_epoch = self.main.steps_per_epoch()
         total = per_epoch * self.config.epochs
@@ -343,7 +328,8 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.model.to(self.device).train()
         total = self.total_steps()
-        opt, sched = self._optimizer(total)
+        self.clock = Clock()
+        opt, sched = make_optimizer(self.model, cfg, total, self.clock)
         if resume_from is not None:
             self._resume(Path(resume_from), opt, sched)
         out.mkdir(parents=True, exist_ok=True)  # after a refused resume: no empty output dir
@@ -382,14 +368,22 @@ class Trainer:
                     logf.write(json.dumps(rec) + "\n")
                     logf.flush()
                     bar.set_postfix(loss=rec["loss"])
-                out_of_time = cfg.time_budget is not None and time.perf_counter() - t0 > cfg.time_budget
+                out_of_time = self._out_of_time(t0)
                 if epoch_end or self.step == total or out_of_time:
                     self._evaluate(out, logf)
                 if self.step % cfg.checkpoint_every == 0 or self.step == total or out_of_time:
                     self._checkpoint(out, opt, sched)
                 if out_of_time:
-                    log.warning("time budget of %ss reached at step %d; stopping", cfg.time_budget, self.step)
+                    if cfg.lr_schedule == "time":  # the planned end: the rate has decayed to zero
+                        log.info("time budget of %ss spent at step %d; done", cfg.time_budget, self.step)
+                    else:
+                        log.warning("time budget of %ss reached at step %d; stopping", cfg.time_budget, self.step)
                     break
+            else:
+                if cfg.lr_schedule == "time" and self.step >= total:
+                    log.warning("the steps ran out (%d) at %.0f s of the %ss time schedule, before the rate "
+                                "reached zero; give more --epochs or --max-steps", total,
+                                self.clock.elapsed(), cfg.time_budget)
         finally:
             bar.close()
             logf.close()
@@ -402,6 +396,15 @@ class Trainer:
         else:
             self._save(final)
         return final
+
+    def _out_of_time(self, t0: float) -> bool:
+        """Whether the time budget is spent: this process's time, or the whole run's with the
+        time schedule (its rate reaches zero at the budget, resumed runs included)."""
+        budget = self.config.time_budget
+        if budget is None:
+            return False
+        spent = self.clock.elapsed() if self.config.lr_schedule == "time" else time.perf_counter() - t0
+        return spent > budget
 
     # -- evaluation, checkpoints --------------------------------------------------------
     def encoder(self) -> Encoder:
@@ -444,6 +447,7 @@ class Trainer:
             "aux": self.aux.state_dict() if self.aux else None,
             "extra": {name: stream.state_dict() for name, stream in self.extra.items()},
             "model_config": self.model.config.to_dict(),
+            "elapsed": self.clock.elapsed(),
         }
         tmp = path / ".trainer_state.pt.tmp"
         torch.save(state, tmp)
@@ -489,6 +493,7 @@ class Trainer:
         except (KeyError, ValueError, TypeError, RuntimeError, AttributeError, IndexError) as e:
             raise TrainingError(f"{state_file}: trainer state does not fit this run ({type(e).__name__}: {e})") from None
         self.step, self.best_score = state["step"], state["best_score"]
+        self.clock.before = float(state.get("elapsed", 0.0))  # absent in older checkpoints
         log.info("resumed from %s at step %d", path, self.step)
 
 
