@@ -1,0 +1,100 @@
+"""recipes/v3.sh end to end at smoke scale, on made-up data laid out as the shared data is.
+
+It runs through recipes/simkit-from-checkout, as on a lent machine where simkit is not
+installed, with faiss hidden (that machine has none): every step must do without it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CHARS = "花呗借还款怎么额度为什么天气明下雨北京孩子发烧电脑开机银行卡密码支付转账退回账户分期收益计算账单查询利息逾期关闭提升申请"
+
+
+def _sentence(rng: random.Random, used: set[str]) -> str:
+    while True:
+        s = "".join(rng.choice(CHARS) for _ in range(rng.randint(5, 12)))
+        if s not in used:
+            used.add(s)
+            return s
+
+
+def _data(root: Path) -> Path:
+    """chinese-sts/<TASK>/<TASK>.valid.data, STS-B train, and chinese-pairs/{pairs,nli,sentences}."""
+    rng, used = random.Random(0), set()
+
+    def lines(n: int, graded: bool = False) -> str:
+        out = []
+        for i in range(n):
+            a = _sentence(rng, used)
+            positive = i % 3 == 0  # every third: mixed labels among the held-out lines (NR % 4 == 0) too
+            b = a[:-2] + _sentence(rng, used)[:2] if positive else _sentence(rng, used)
+            label = (5 if positive else i % 3) if graded else int(positive)
+            out.append(f"{a}\t{b}\t{label}\n")
+        return "".join(out)
+
+    for task in ("ATEC", "BQ", "LCQMC", "PAWSX", "STS-B"):
+        d = root / "chinese-sts" / task
+        d.mkdir(parents=True)
+        (d / f"{task}.valid.data").write_text(lines(80, task == "STS-B"), encoding="utf-8")
+    (root / "chinese-sts" / "STS-B" / "STS-B.train.data").write_text(lines(40, True), encoding="utf-8")
+    pairs, nli, sents = (root / "chinese-pairs" / x for x in ("pairs", "nli", "sentences"))
+    for d in (pairs, nli, sents):
+        d.mkdir(parents=True)
+    (pairs / "made-up-pairs.tsv").write_text(lines(60), encoding="utf-8")
+    premises = [_sentence(rng, used) for _ in range(10)]
+    (nli / "made-up-nli.tsv").write_text("".join(
+        f"{p}\t{_sentence(rng, used)}\t{lab}\n"
+        for p in premises for lab in ("entailment", "contradiction", "neutral")), encoding="utf-8")
+    (sents / "made-up.txt").write_text("".join(_sentence(rng, used) + "\n" for _ in range(100)), encoding="utf-8")
+    return root
+
+
+@pytest.mark.slow
+def test_v3_recipe_runs_every_step_without_an_install(tmp_path):
+    data, runs = _data(tmp_path / "data"), tmp_path / "runs"
+    hide = tmp_path / "hide" / "faiss"
+    hide.mkdir(parents=True)
+    (hide / "__init__.py").write_text("raise ImportError('no faiss on the lent machine')\n")
+    env = {**os.environ, "SIMKIT": f"{sys.executable} {ROOT / 'recipes' / 'simkit-from-checkout'}",
+           "PY": sys.executable, "PYTHONPATH": str(hide.parent), "PRETRAIN_SECONDS": "1",
+           "TUNE_SECONDS": "1", "OMP_NUM_THREADS": "1"}
+    res = subprocess.run(["bash", str(ROOT / "recipes" / "v3.sh"), str(data), str(runs), "all", "smoke"],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    carve = json.loads((runs / "carve" / "bund" / "config.json").read_text())
+    assert all(t["select"] > 0 and t["report"] > 0 for t in carve["tasks"].values())
+    table = (runs / "scores" / "sts.md").read_text()
+    assert "report split" in table and "v3-fp16-pooler" in table and "tfidf" in table
+    retrieval = json.loads((runs / "scores" / "retrieval.json").read_text())["results"]
+    assert {r["model"] for r in retrieval} >= {str(runs / "v3-fp16"), "tfidf"}
+    paraphrases = (runs / "scores" / "paraphrases.jsonl").read_text().splitlines()
+    assert len(paraphrases) == 20 and all(json.loads(x)["source"] for x in paraphrases)
+    assert int((runs / "scores" / "fp16-bytes.txt").read_text()) > 0
+    log = [json.loads(x) for x in (runs / "mlm" / "log.jsonl").read_text().splitlines() if '"lr"' in x]
+    assert log and log[-1]["lr"] < max(r["lr"] for r in log)  # the time schedule decayed the rate
+
+
+@pytest.mark.parametrize("args, code, says", [
+    ([], 2, "usage: recipes/v3.sh"),
+    (["{data}", "{runs}", "bake"], 2, "STEP must be carve, pretrain, tune, score or all"),
+    (["{data}", "{runs}", "all", "huge"], 2, "SCALE must be gpu or smoke"),
+    (["{missing}", "{runs}", "carve"], 1, "no such folder; DATA must hold chinese-sts/ and chinese-pairs/"),
+])
+def test_v3_recipe_refuses_bad_arguments(tmp_path, args, code, says):
+    data = tmp_path / "data"
+    for d in ("chinese-sts", "chinese-pairs/pairs", "chinese-pairs/nli", "chinese-pairs/sentences"):
+        (data / d).mkdir(parents=True)
+    subs = {"data": data, "runs": tmp_path / "runs", "missing": tmp_path / "missing"}
+    res = subprocess.run(["bash", str(ROOT / "recipes" / "v3.sh"), *(a.format(**subs) for a in args)],
+                         capture_output=True, text=True, timeout=30)
+    assert res.returncode == code and says in res.stderr
+    assert not (tmp_path / "runs").exists()
