@@ -18,11 +18,14 @@
 #   STEP   carve | pretrain | tune | score | all
 #   SCALE  gpu (default) | smoke (a tiny model, a few seconds a step: checks the plumbing)
 # env: SIMKIT (the command; default: simkit), PY (the Python of the fp16 step; default: python3),
-#      PRETRAIN_SECONDS, TUNE_SECONDS (the budgets; defaults by SCALE)
+#      PRETRAIN_SECONDS, TUNE_SECONDS (the budgets; defaults by SCALE),
+#      CHECKPOINT_EVERY (steps, for long runs), RESUME=1 (pretrain / tune go on from their
+#      last checkpoint: the time schedule counts the seconds already trained, so a long CPU
+#      run can span several sittings)
 set -euo pipefail
 
 if [ $# -lt 3 ]; then
-  sed -n '2,22p' "$0" >&2
+  awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0" >&2
   exit 2
 fi
 D=$1 R=$2 STEP=$3 SCALE=${4:-gpu}
@@ -47,6 +50,7 @@ esac
 for f in "$D/chinese-sts" "$P" "$N" "$S"; do
   [ -d "$f" ] || { echo "recipes/v3.sh: $f: no such folder; DATA must hold chinese-sts/ and chinese-pairs/" >&2; exit 1; }
 done
+CKPT=${CHECKPOINT_EVERY:-1000000}  # steps; the last step is always checkpointed
 say() { echo "== $* ($(date -u +%H:%M:%S))" >&2; }
 
 carve() {
@@ -64,7 +68,7 @@ pretrain() {
   "${SK[@]}" -q train mlm "$S"/*.txt "$P"/*.tsv "$N"/*.tsv "$D/chinese-sts/STS-B/STS-B.train.data" \
     "$C"/bundled-*.data -o "$R/mlm" --backbone roformer "${SHAPE[@]}" --max-seq-length 64 \
     "${MLM[@]}" --warmup-ratio 0.06 --epochs 1000 --time-budget "$PRE" --lr-schedule time \
-    --group-by-length --checkpoint-every 1000000 --seed 0 --overwrite
+    --group-by-length --checkpoint-every "$CKPT" --seed 0 --overwrite ${RESUME:+--resume "$R/mlm"}
 }
 
 tune() {
@@ -78,7 +82,8 @@ tune() {
     "$C/bundled-BQ.data" "$C/bundled-STS-B.data" "${lp[@]}" "${valid[@]}" --init "$R/mlm/model" \
     -o "$R/tune" --max-seq-length 64 "${TUNE[@]}" --cosent-weight 1 --cosent-scope file \
     "${nli[@]}" --simcse-weight 1 --warmup-ratio 0.05 \
-    --epochs 1000 --time-budget "$TUNE_S" --lr-schedule time --checkpoint-every 1000000 --seed 21 --overwrite
+    --epochs 1000 --time-budget "$TUNE_S" --lr-schedule time --checkpoint-every "$CKPT" --seed 21 --overwrite \
+    ${RESUME:+--resume "$R/tune"}
   PYTHONPATH="$HERE/.." "$PY" - "$R/tune/model" "$R/v3-fp16" <<'PYEOF'
 import sys
 from simkit.models.checkpoint import load_model, save_model
