@@ -59,12 +59,24 @@ def test_time_schedule_reads_the_clock(monkeypatch):
         rates[t] = sched.get_last_lr()[0]
     assert rates == pytest.approx({1.0: 0.5, 2.0: 1.0, 6.0: 0.5, 10.0: 0.0, 30.0: 0.0})
     # A resumed run's clock starts where the checkpoint's stopped.
-    fake.now = 0.0
     clock.before, clock.start = 5.0, 0.0
     fake.now = 1.0
     opt.step()
     sched.step()
     assert sched.get_last_lr()[0] == pytest.approx(0.5)
+
+
+def test_steps_schedule_warms_up_from_the_first_step_and_ends_at_zero():
+    model = torch.nn.Linear(2, 2)
+    opt, sched = make_optimizer(model, TrainConfig(lr=1.0, warmup_ratio=0.2), total_steps=10)
+    rates = [sched.get_last_lr()[0]]
+    for _ in range(10):
+        opt.step()
+        sched.step()
+        rates.append(sched.get_last_lr()[0])
+    assert rates == pytest.approx([0.5, 1.0, 1.0, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25, 0.125, 0.0])
+    decay = {id(p) for g in opt.param_groups if g["weight_decay"] > 0 for p in g["params"]}
+    assert decay == {id(model.weight)}  # no decay on biases (nor LayerNorm weights)
 
 
 def _trainer(model_dir, cfg, tmp_path):
@@ -109,6 +121,11 @@ def test_time_schedule_counts_the_time_before_a_resume(tiny_bert_dir, tmp_path, 
     assert 0.0 < resumed.clock.before <= spent
     assert 3 < resumed.step < 1000
     assert _log(tmp_path / "run")[-1]["lr"] < 1e-4
+    # Resumed once more, the spent run adds no step.
+    again = _trainer(tiny_bert_dir, TrainConfig(**cfg, max_steps=1000), tmp_path)
+    with caplog.at_level("INFO", logger="simkit.train.trainer"):
+        again.train(tmp_path / "run", resume_from=tmp_path / "run")
+    assert again.step == resumed.step and "already spent" in caplog.text
 
 
 def test_time_schedule_needs_a_budget(tiny_bert_dir, tmp_path):

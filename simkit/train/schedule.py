@@ -16,6 +16,9 @@ import time
 from collections.abc import Callable
 
 import torch
+from torch.optim.lr_scheduler import LambdaLR
+
+from .config import TrainConfig
 
 
 class Clock:
@@ -27,6 +30,10 @@ class Clock:
 
     def __init__(self, before: float = 0.0):
         self.before = float(before)
+        self.start = time.perf_counter()
+
+    def restart(self) -> None:
+        """Count from now (what happened since the clock was made is not training)."""
         self.start = time.perf_counter()
 
     def elapsed(self) -> float:
@@ -43,12 +50,14 @@ def linear_schedule(warmup: float) -> Callable[[float], float]:
     return factor
 
 
-def make_optimizer(model: torch.nn.Module, config, total_steps: int, clock: Clock | None = None):
-    """``(AdamW, LambdaLR)`` for ``config`` (a :class:`TrainConfig`).
+def make_optimizer(model: torch.nn.Module, config: TrainConfig, total_steps: int,
+                   clock: Clock | None = None) -> tuple[torch.optim.AdamW, LambdaLR]:
+    """``(AdamW, LambdaLR)`` for ``config``.
 
     No weight decay on biases and LayerNorm weights, as BERT. The ``"steps"`` schedule warms
     up over ``max(1, warmup_ratio x total_steps)`` steps; ``"time"`` reads ``clock`` against
-    ``config.time_budget`` each step.
+    ``config.time_budget`` each step (its first step, at time zero, runs at a rate near zero
+    when there is a warm-up).
     """
     decay, no_decay = [], []
     for name, p in model.named_parameters():
@@ -62,9 +71,9 @@ def make_optimizer(model: torch.nn.Module, config, total_steps: int, clock: Cloc
         budget = float(config.time_budget)
 
         def by_time(_step: int) -> float:
-            return factor(min(1.0, clock.elapsed() / budget)) if budget > 0 else 0.0
+            return factor(min(1.0, max(0.0, clock.elapsed() / budget)))  # check_config: budget > 0
 
-        return opt, torch.optim.lr_scheduler.LambdaLR(opt, by_time)
+        return opt, LambdaLR(opt, by_time)
     warmup = max(1, int(total_steps * config.warmup_ratio))
 
     def by_step(step: int) -> float:
@@ -73,4 +82,4 @@ def make_optimizer(model: torch.nn.Module, config, total_steps: int, clock: Cloc
             return (step + 1) / warmup
         return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
 
-    return opt, torch.optim.lr_scheduler.LambdaLR(opt, by_step)
+    return opt, LambdaLR(opt, by_step)

@@ -341,8 +341,13 @@ class Trainer:
         bar = tqdm(total=total, initial=self.step, unit="step", desc="train",
                    disable=logging.getLogger().getEffectiveLevel() > logging.INFO)
         t0, logf = time.perf_counter(), open(out / "log.jsonl", "a", encoding="utf-8")
+        self.clock.restart()  # loading a checkpoint does not count against the budget
+        first = self.step
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.bf16)
         opt.zero_grad(set_to_none=True)  # stale gradients of the caller's must not leak into step 1
+        if cfg.lr_schedule == "time" and self._out_of_time(t0):  # a finished run, resumed: nothing to add
+            log.info("the %ss time schedule was already spent at step %d", cfg.time_budget, self.step)
+            total = self.step
         try:
             while self.step < total:
                 with autocast:
@@ -364,7 +369,7 @@ class Trainer:
                 if self.step % cfg.log_every == 0 or self.step == total:
                     rec = {"step": self.step, "epoch": self.main.epoch, "loss": round(loss.item(), 5),
                            **{k: round(v.item(), 5) for k, v in losses.items()},
-                           "lr": sched.get_last_lr()[0], "elapsed": round(time.perf_counter() - t0, 1)}
+                           "lr": sched.get_last_lr()[0], "elapsed": round(self.clock.elapsed(), 1)}
                     logf.write(json.dumps(rec) + "\n")
                     logf.flush()
                     bar.set_postfix(loss=rec["loss"])
@@ -380,7 +385,7 @@ class Trainer:
                         log.warning("time budget of %ss reached at step %d; stopping", cfg.time_budget, self.step)
                     break
             else:
-                if cfg.lr_schedule == "time" and self.step >= total:
+                if cfg.lr_schedule == "time" and self.step > first:
                     log.warning("the steps ran out (%d) at %.0f s of the %ss time schedule, before the rate "
                                 "reached zero; give more --epochs or --max-steps", total,
                                 self.clock.elapsed(), cfg.time_budget)
