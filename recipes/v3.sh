@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Default model v3: the whole line of work from scratch, sized in seconds for one lent GPU.
+# Default model v3: pre-training and tuning from scratch, sized in seconds for one lent GPU.
 #
-#   carve     select / report parts of the valid splits, by sentence (the card's stage-10 carve)
+#   carve     select / report parts of the valid splits, by sentence (the model card's command,
+#             so that scores compare with the card's)
 #   pretrain  masked-LM pre-training of a new RoFormer on every training sentence
 #   tune      SimBERT (seq2seq + in-batch) + CoSENT within each file + supervised SimCSE on NLI,
 #             the best select average kept
@@ -16,12 +17,13 @@
 #   DATA   the shared data folder (chinese-sts/ and chinese-pairs/)
 #   RUNS   where the carve, the runs and the scores go
 #   STEP   carve | pretrain | tune | score | all
-#   SCALE  gpu (default) | smoke (a tiny model, a few seconds a step: checks the plumbing)
+#   SCALE  gpu (default) | cpu (the same model and pre-training, hours on two cores: six for
+#          pretrain, one and a half for tune) | smoke (a tiny model for seconds: the plumbing)
 # env: SIMKIT (the command; default: simkit), PY (the Python of the fp16 step; default: python3),
 #      PRETRAIN_SECONDS, TUNE_SECONDS (the budgets; defaults by SCALE),
 #      CHECKPOINT_EVERY (steps, for long runs), RESUME=1 (pretrain / tune go on from their
-#      last checkpoint: the time schedule counts the seconds already trained, so a long CPU
-#      run can span several sittings)
+#      last checkpoint if there is one: the time schedule counts the seconds already trained,
+#      so a long CPU run can span several sittings), FRESH=1 (replace such a run)
 set -euo pipefail
 
 if [ $# -lt 3 ]; then
@@ -35,16 +37,21 @@ PY=${PY:-python3}
 export HF_HUB_OFFLINE=1
 P=$D/chinese-pairs/pairs N=$D/chinese-pairs/nli S=$D/chinese-pairs/sentences C=$R/carve
 
+# gpu and cpu train the same model with the same masked-LM batches (a run can move between
+# them with RESUME=1); cpu tunes with the small batches, cut by length, that suit two cores.
+SHAPE=(--hidden-size 384 --num-layers 6 --num-heads 6 --vocab-min-freq 3)
+MLM=(--mlm-batch-size 512 --lr 6e-4 --bf16)
+EVAL=(--bootstrap 1000)
 case $SCALE in
-  gpu)   SHAPE=(--hidden-size 384 --num-layers 6 --num-heads 6 --vocab-min-freq 3)
-         MLM=(--mlm-batch-size 512 --lr 6e-4 --bf16); PRE=${PRETRAIN_SECONDS:-200}
-         TUNE=(--batch-size 128 --cosent-batch-size 256 --simcse-batch-size 128 --lr 2e-4 --bf16)
-         TUNE_S=${TUNE_SECONDS:-120}; EVAL=(--bootstrap 1000) ;;
+  gpu)   PRE=${PRETRAIN_SECONDS:-150} TUNE_S=${TUNE_SECONDS:-90}
+         TUNE=(--batch-size 128 --cosent-batch-size 256 --simcse-batch-size 128 --lr 2e-4 --bf16) ;;
+  cpu)   PRE=${PRETRAIN_SECONDS:-21600} TUNE_S=${TUNE_SECONDS:-5400} CHECKPOINT_EVERY=${CHECKPOINT_EVERY:-100}
+         TUNE=(--batch-size 32 --cosent-batch-size 96 --simcse-batch-size 48 --micro-batches 3 --lr 2e-4 --bf16) ;;
   smoke) SHAPE=(--hidden-size 32 --num-layers 2 --num-heads 2 --vocab-min-freq 1)
          MLM=(--mlm-batch-size 8 --lr 1e-3); PRE=${PRETRAIN_SECONDS:-3}
          TUNE=(--batch-size 4 --cosent-batch-size 8 --simcse-batch-size 4 --lr 1e-3)
          TUNE_S=${TUNE_SECONDS:-3}; EVAL=(--bootstrap 20) ;;
-  *) echo "recipes/v3.sh: SCALE must be gpu or smoke, not '$SCALE'" >&2; exit 2 ;;
+  *) echo "recipes/v3.sh: SCALE must be gpu, cpu or smoke, not '$SCALE'" >&2; exit 2 ;;
 esac
 
 for f in "$D/chinese-sts" "$P" "$N" "$S"; do
@@ -52,6 +59,17 @@ for f in "$D/chinese-sts" "$P" "$N" "$S"; do
 done
 CKPT=${CHECKPOINT_EVERY:-1000000}  # steps; the last step is always checkpointed
 say() { echo "== $* ($(date -u +%H:%M:%S))" >&2; }
+# AGAIN=(--resume DIR) with RESUME=1 when DIR has checkpoints; a run is never cleared unasked
+# (FRESH=1 does it); a folder without checkpoints is cleared, so each run has one log
+resume_or_clear() {
+  AGAIN=()
+  if [ -d "$1/checkpoints" ] && [ "${RESUME:-0}" = 1 ]; then AGAIN=(--resume "$1"); return; fi
+  if [ -d "$1/checkpoints" ] && [ "${FRESH:-0}" != 1 ]; then
+    echo "recipes/v3.sh: $1 holds a run; RESUME=1 goes on from it, FRESH=1 starts afresh" >&2
+    exit 1
+  fi
+  rm -rf "$1"
+}
 
 carve() {
   say carve
@@ -59,31 +77,33 @@ carve() {
   for t in ATEC BQ LCQMC PAWSX STS-B; do
     awk 'NR%4!=0' "$D/chinese-sts/$t/$t.valid.data" > "$C/bundled-$t.data"
   done
-  "${SK[@]}" -q eval carve -d "$D/chinese-sts" -o "$C/bund" "$P"/*.tsv "$N"/*.tsv "$S"/*.txt \
+  "${SK[@]}" -q eval carve --overwrite -d "$D/chinese-sts" -o "$C/bund" "$P"/*.tsv "$N"/*.tsv "$S"/*.txt \
     "$D/chinese-sts/STS-B/STS-B.train.data" "$C"/bundled-*.data
 }
 
 pretrain() {
   say "pretrain ($PRE s)"
+  resume_or_clear "$R/mlm"
   "${SK[@]}" -q train mlm "$S"/*.txt "$P"/*.tsv "$N"/*.tsv "$D/chinese-sts/STS-B/STS-B.train.data" \
     "$C"/bundled-*.data -o "$R/mlm" --backbone roformer "${SHAPE[@]}" --max-seq-length 64 \
     "${MLM[@]}" --warmup-ratio 0.06 --epochs 1000 --time-budget "$PRE" --lr-schedule time \
-    --group-by-length --checkpoint-every "$CKPT" --seed 0 --overwrite ${RESUME:+--resume "$R/mlm"}
+    --group-by-length --checkpoint-every "$CKPT" --seed 0 "${AGAIN[@]}"
 }
 
 tune() {
   say "tune ($TUNE_S s)"
   local valid=() lp=() nli=()
+  resume_or_clear "$R/tune"
   for t in ATEC BQ LCQMC PAWSX STS-B; do valid+=(--valid "$C/bund/$t/$t.select.data"); done
   for f in "$N"/*.tsv; do nli+=(--nli "$f"); done
-  # LCQMC and PAWSX have no train split here: their lines are given five times (stage 16's mix)
+  # LCQMC and PAWSX have no train split here: their few lines are given five times, so that
+  # the large banking files do not crowd them out
   for _ in 1 2 3 4 5; do lp+=("$C/bundled-LCQMC.data" "$C/bundled-PAWSX.data"); done
   "${SK[@]}" -q train simbert "$P"/*.tsv "$D/chinese-sts/STS-B/STS-B.train.data" "$C/bundled-ATEC.data" \
     "$C/bundled-BQ.data" "$C/bundled-STS-B.data" "${lp[@]}" "${valid[@]}" --init "$R/mlm/model" \
     -o "$R/tune" --max-seq-length 64 "${TUNE[@]}" --cosent-weight 1 --cosent-scope file \
     "${nli[@]}" --simcse-weight 1 --warmup-ratio 0.05 \
-    --epochs 1000 --time-budget "$TUNE_S" --lr-schedule time --checkpoint-every "$CKPT" --seed 21 --overwrite \
-    ${RESUME:+--resume "$R/tune"}
+    --epochs 1000 --time-budget "$TUNE_S" --lr-schedule time --checkpoint-every "$CKPT" --seed 21 "${AGAIN[@]}"
   PYTHONPATH="$HERE/.." "$PY" - "$R/tune/model" "$R/v3-fp16" <<'PYEOF'
 import sys
 from simkit.models.checkpoint import load_model, save_model

@@ -65,8 +65,8 @@ def test_v3_recipe_runs_every_step_without_an_install(tmp_path):
     hide.mkdir(parents=True)
     (hide / "__init__.py").write_text("raise ImportError('no faiss on the lent machine')\n")
     env = {**os.environ, "SIMKIT": f"{sys.executable} {ROOT / 'recipes' / 'simkit-from-checkout'}",
-           "PY": sys.executable, "PYTHONPATH": str(hide.parent), "PRETRAIN_SECONDS": "1",
-           "TUNE_SECONDS": "1", "OMP_NUM_THREADS": "1"}
+           "PY": sys.executable, "PYTHONPATH": str(hide.parent), "PRETRAIN_SECONDS": "3",
+           "TUNE_SECONDS": "3", "OMP_NUM_THREADS": "1"}
     res = subprocess.run(["bash", str(ROOT / "recipes" / "v3.sh"), str(data), str(runs), "all", "smoke"],
                          env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -79,14 +79,33 @@ def test_v3_recipe_runs_every_step_without_an_install(tmp_path):
     paraphrases = (runs / "scores" / "paraphrases.jsonl").read_text().splitlines()
     assert len(paraphrases) == 20 and all(json.loads(x)["source"] for x in paraphrases)
     assert int((runs / "scores" / "fp16-bytes.txt").read_text()) > 0
-    log = [json.loads(x) for x in (runs / "mlm" / "log.jsonl").read_text().splitlines() if '"lr"' in x]
-    assert log and log[-1]["lr"] < max(r["lr"] for r in log)  # the time schedule decayed the rate
+    for step in ("mlm", "tune"):  # both on the time schedule, with the budget asked for
+        cfg = json.loads((runs / step / "train_config.json").read_text())["train_config"]
+        assert (cfg["lr_schedule"], cfg["time_budget"]) == ("time", 3.0)
+    records = (runs / "mlm" / "log.jsonl").read_text().count('"lr"')
+    # A finished run is never cleared unasked; RESUME=1 adds nothing to a spent time schedule,
+    # FRESH=1 starts afresh with one log; the carve is replaced.
+    def pretrain(**extra):
+        return subprocess.run(["bash", str(ROOT / "recipes" / "v3.sh"), str(data), str(runs), "pretrain", "smoke"],
+                              env={**env, **extra}, capture_output=True, text=True, timeout=300)
+
+    res = pretrain()
+    assert res.returncode == 1 and "holds a run; RESUME=1 goes on from it, FRESH=1" in res.stderr
+    last = max(int(p.name.removeprefix("step-")) for p in (runs / "mlm" / "checkpoints").glob("step-*"))
+    res = pretrain(RESUME="1")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert json.loads(res.stdout)["steps"] == last
+    assert (runs / "mlm" / "log.jsonl").read_text().count('"lr"') == records
+    (runs / "mlm" / "mark").touch()
+    res = pretrain(FRESH="1")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert not (runs / "mlm" / "mark").exists()  # the old run's folder was cleared first
 
 
 @pytest.mark.parametrize("args, code, says", [
     ([], 2, "usage: recipes/v3.sh"),
     (["{data}", "{runs}", "bake"], 2, "STEP must be carve, pretrain, tune, score or all"),
-    (["{data}", "{runs}", "all", "huge"], 2, "SCALE must be gpu or smoke"),
+    (["{data}", "{runs}", "all", "huge"], 2, "SCALE must be gpu, cpu or smoke"),
     (["{missing}", "{runs}", "carve"], 1, "no such folder; DATA must hold chinese-sts/ and chinese-pairs/"),
 ])
 def test_v3_recipe_refuses_bad_arguments(tmp_path, args, code, says):
