@@ -20,7 +20,7 @@
 #   SCALE  gpu (default) | cpu (the same model and pre-training, hours on two cores: six for
 #          pretrain, one and a half for tune) | smoke (a tiny model for seconds: the plumbing)
 # env: SIMKIT (the command; default: simkit), PY (the Python of the fp16 step; default: python3),
-#      PRETRAIN_SECONDS, TUNE_SECONDS (the budgets; defaults by SCALE),
+#      PRETRAIN_SECONDS, TUNE_SECONDS (the budgets; defaults by SCALE), TUNE_SEED (default 21),
 #      CHECKPOINT_EVERY (steps, for long runs), RESUME=1 (pretrain / tune go on from their
 #      last checkpoint if there is one: the time schedule counts the seconds already trained,
 #      so a long CPU run can span several sittings), FRESH=1 (replace such a run)
@@ -43,7 +43,7 @@ SHAPE=(--hidden-size 384 --num-layers 6 --num-heads 6 --vocab-min-freq 3)
 MLM=(--mlm-batch-size 512 --lr 6e-4 --bf16)
 EVAL=(--bootstrap 1000)
 case $SCALE in
-  gpu)   PRE=${PRETRAIN_SECONDS:-150} TUNE_S=${TUNE_SECONDS:-90}
+  gpu)   PRE=${PRETRAIN_SECONDS:-200} TUNE_S=${TUNE_SECONDS:-120}
          TUNE=(--batch-size 128 --cosent-batch-size 256 --simcse-batch-size 128 --lr 2e-4 --bf16) ;;
   cpu)   PRE=${PRETRAIN_SECONDS:-21600} TUNE_S=${TUNE_SECONDS:-5400} CHECKPOINT_EVERY=${CHECKPOINT_EVERY:-100}
          TUNE=(--batch-size 32 --cosent-batch-size 96 --simcse-batch-size 48 --micro-batches 3 --lr 2e-4 --bf16) ;;
@@ -103,7 +103,7 @@ tune() {
     "$C/bundled-BQ.data" "$C/bundled-STS-B.data" "${lp[@]}" "${valid[@]}" --init "$R/mlm/model" \
     -o "$R/tune" --max-seq-length 64 "${TUNE[@]}" --cosent-weight 1 --cosent-scope file \
     "${nli[@]}" --simcse-weight 1 --warmup-ratio 0.05 \
-    --epochs 1000 --time-budget "$TUNE_S" --lr-schedule time --checkpoint-every "$CKPT" --seed 21 "${AGAIN[@]}"
+    --epochs 1000 --time-budget "$TUNE_S" --lr-schedule time --checkpoint-every "$CKPT" --seed "${TUNE_SEED:-21}" "${AGAIN[@]}"
   PYTHONPATH="$HERE/.." "$PY" - "$R/tune/model" "$R/v3-fp16" <<'PYEOF'
 import sys
 from simkit.models.checkpoint import load_model, save_model

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -117,3 +118,41 @@ def test_v3_recipe_refuses_bad_arguments(tmp_path, args, code, says):
                          capture_output=True, text=True, timeout=30)
     assert res.returncode == code and says in res.stderr
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+def test_v3_lease_sends_the_model_back_before_scoring(tmp_path):
+    """recipes/v3-lease.sh: the trained model comes back in parts that rebuild it, whether or
+    not time is left to score; STEPS="tune" tunes a model carried to RUNS/mlm/model again."""
+    from simkit.models.checkpoint import load_model
+
+    data, runs = _data(tmp_path / "data"), tmp_path / "runs"
+    env = {**os.environ, "SIMKIT": f"{sys.executable} {ROOT / 'recipes' / 'simkit-from-checkout'}",
+           "PY": sys.executable, "PRETRAIN_SECONDS": "2", "TUNE_SECONDS": "2", "OMP_NUM_THREADS": "1",
+           "LIMIT": "1"}  # no time left to score: the model must come back anyway
+
+    def lease(out: Path, **extra):
+        res = subprocess.run(["bash", str(ROOT / "recipes" / "v3-lease.sh"), str(data), str(runs), str(out), "smoke"],
+                             env={**env, **extra}, capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, res.stdout[-3000:]
+        assert "not enough to score" in res.stdout
+        files = sorted(p.name for p in out.iterdir())
+        assert files[0] == "log.txt" and all(f.startswith("model.tar.part-") for f in files[1:])
+        assert len(files) <= 8 and all(p.stat().st_size <= 15 << 20 for p in out.iterdir())
+        back = out / "back"
+        back.mkdir()
+        tar = b"".join(p.read_bytes() for p in sorted(out.glob("model.tar.part-*")))
+        subprocess.run(["tar", "-xf", "-", "-C", str(back)], input=tar, check=True)
+        return back
+
+    back = lease(tmp_path / "out1")
+    assert (back / "mlm" / "log.jsonl").is_file() and (back / "tune" / "log.jsonl").is_file()
+    model, _, _ = load_model(back / "v3-fp16")
+    assert model.config.hidden_size == 32
+    shutil.rmtree(runs / "mlm")
+    shutil.copytree(back / "v3-fp16", runs / "mlm" / "model")  # as carried to a second lease
+    back = lease(tmp_path / "out2", STEPS="tune", TUNE_SEED="22", FRESH="1")
+    assert not (back / "mlm").exists()
+    cfg = json.loads((runs / "tune" / "train_config.json").read_text())["train_config"]
+    assert cfg["seed"] == 22
+    assert (runs / "carve" / "bund").is_dir()
