@@ -38,9 +38,10 @@ def seq2seq_loss(model: SimBertModel, hidden: torch.Tensor, input_ids: torch.Ten
     Only the positions that predict a target go through the LM head: the vocabulary
     projection is the largest matmul of a small model, and half the positions are segment 0.
     """
-    target_mask = seq2seq_targets(token_type_ids, attention_mask)
-    logits = model.lm_logits(hidden[:, :-1][target_mask])
-    targets = input_ids[:, 1:][target_mask]
+    # the positions once, as indices: each boolean index would make the host wait for a GPU
+    at = seq2seq_targets(token_type_ids, attention_mask).nonzero(as_tuple=True)
+    logits = model.lm_logits(hidden[:, :-1][at])
+    targets = input_ids[:, 1:][at]
     return F.cross_entropy(logits.float(), targets, reduction=reduction)
 
 
@@ -64,7 +65,9 @@ def cosent_loss(cos: torch.Tensor, labels: torch.Tensor, lam: float = COSENT_LAM
     valid = labels[:, None] > labels[None, :]
     if groups is not None:
         valid &= groups[:, None] == groups[None, :]
-    diff = diff[valid]
+    # The pairs left out are -inf, exp() = 0, rather than indexed away: a boolean index makes
+    # the host wait for the GPU to learn how many there are.
+    diff = diff.masked_fill(~valid, float("-inf")).flatten()
     return torch.logsumexp(torch.cat([diff.new_zeros(1), diff]), dim=0)
 
 
@@ -112,9 +115,11 @@ def mask_tokens(input_ids: torch.Tensor, attention_mask: torch.Tensor, special: 
     ids and the chosen positions (the targets)."""
     candidates = attention_mask.bool() & ~torch.isin(input_ids, special)
     chosen = candidates & (torch.rand(input_ids.shape, device=input_ids.device) < prob)
-    if not chosen.any() and candidates.any():  # a batch of very short sentences: still one target
-        first = candidates.flatten().nonzero()[0]
-        chosen.view(-1)[first] = True
+    # A batch of very short sentences still gets one target: the first candidate, set on the
+    # device (an `if chosen.any()` here would make the host wait for the GPU on every batch).
+    flat = chosen.view(-1)
+    first = candidates.view(-1).to(torch.uint8).argmax().view(1)  # 1-d: a 0-d index is read on the host
+    flat[first] = flat[first] | (candidates.any() & ~chosen.any())
     roll = torch.rand(input_ids.shape, device=input_ids.device)
     ids = input_ids.masked_fill(chosen & (roll < 0.8), mask_token_id)
     random_ids = torch.randint(vocab_size, input_ids.shape, device=input_ids.device)

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..collate import pad_batch
+from ..collate import pad_batch, to_device
 from ..encoder import Encoder
 from ..errors import InputError, SimkitError
 from ..fsutil import lock_path, write_json
@@ -238,7 +238,7 @@ class Trainer:
                                  pooling=self.info.pooling) for part in parts]
         if self.config.micro_batches == 1:
             return vecs[0]
-        return torch.cat(vecs)[torch.from_numpy(np.argsort(np.concatenate(parts))).to(vecs[0].device)]
+        return torch.cat(vecs)[to_device(torch.from_numpy(np.argsort(np.concatenate(parts))), vecs[0].device)]
 
     def _pair_length(self, i: int) -> int:
         """Tokens of positive pair ``i`` in a SimBERT row, each side cut as _simbert_batch cuts it."""
@@ -269,14 +269,32 @@ class Trainer:
             batch["input_ids"] = ids.masked_fill(hit, self.tokenizer.mask_token_id)
         return batch
 
-    def _cosent(self, idx: np.ndarray) -> torch.Tensor:
-        pairs = [self.labelled[i] for i in idx]
-        va, vb = self._vectors([p.a for p in pairs]), self._vectors([p.b for p in pairs])
-        cos = torch.nn.functional.cosine_similarity(va.float(), vb.float(), dim=-1)
-        labels = torch.tensor([p.label for p in pairs], device=cos.device)
-        groups = (torch.tensor([p.source for p in pairs], device=cos.device)
-                  if self.config.cosent_scope == "file" else None)
-        return cosent_loss(cos, labels, groups=groups)
+    def _single_losses(self, cosent_idx: np.ndarray | None, simcse_idx: np.ndarray | None) -> dict:
+        """CoSENT on labelled pairs and SimCSE on NLI triples, from one encoder pass over all
+        their sentences: on a GPU a small model's step is bound by the work per operation, not
+        by its size, so one large pass costs much less than five small ones. With
+        ``micro_batches`` > 1 (small passes, for a CPU's memory and caches) each column of
+        sentences is cut into its own passes instead, as one large pass is slower there."""
+        pairs = [self.labelled[i] for i in cosent_idx] if cosent_idx is not None else []
+        triples = [self.triples[i] for i in simcse_idx] if simcse_idx is not None else []
+        columns = [c for c in ([p.a for p in pairs], [p.b for p in pairs], *([t[k] for t in triples] for k in range(3)))
+                   if c]
+        if not columns:
+            return {}
+        if self.config.micro_batches == 1:
+            vecs = self._vectors([t for c in columns for t in c])
+        else:
+            vecs = torch.cat([self._vectors(c) for c in columns])
+        n, m, out = len(pairs), len(triples), {}
+        if pairs:
+            cos = torch.nn.functional.cosine_similarity(vecs[:n].float(), vecs[n:2 * n].float(), dim=-1)
+            labels = to_device(torch.tensor([p.label for p in pairs]), cos.device)
+            groups = (to_device(torch.tensor([p.source for p in pairs]), cos.device)
+                      if self.config.cosent_scope == "file" else None)
+            out["cosent"] = cosent_loss(cos, labels, groups=groups)
+        if triples:
+            out["simcse"] = simcse_loss(*vecs[2 * n:].split(m))
+        return out
 
     def _mlm(self, idx: np.ndarray) -> torch.Tensor:
         batch = self._singles([self.sentences[i] for i in idx])
@@ -286,33 +304,34 @@ class Trainer:
                                         self.model.config.vocab_size, self.config.mlm_prob)
         return mlm_loss(self.model, batch["input_ids"], corrupted, batch["attention_mask"], chosen)
 
-    def _simcse(self, idx: np.ndarray) -> torch.Tensor:
-        triples = [self.triples[i] for i in idx]
-        return simcse_loss(*(self._vectors([t[k] for t in triples]) for k in range(3)))
-
     def _losses(self) -> tuple[dict[str, torch.Tensor], bool]:
         cfg = self.config
         idx, epoch_end = self.main.next()
+        main = cfg.objective
+        cosent_idx = idx if main == "cosent" else self.aux.next()[0] if self.aux is not None else None
+        simcse_idx = idx if main == "simcse" else (
+            self.extra["simcse"].next()[0] if "simcse" in self.extra else None)
+        single = self._single_losses(cosent_idx, simcse_idx)
+        # the main objective's loss has weight 1; the others theirs
+        weight = {name: 1.0 if name == main else getattr(cfg, f"{name}_weight") for name in ("cosent", "simcse")}
         losses: dict[str, torch.Tensor] = {}
-        if cfg.objective in ("mlm", "simcse"):
-            losses[cfg.objective] = self._mlm(idx) if cfg.objective == "mlm" else self._simcse(idx)
-            if self.aux is not None:
-                losses["cosent"] = cfg.cosent_weight * self._cosent(self.aux.next()[0])
-        elif cfg.objective == "simbert":
+        if main == "simbert":
             losses.update(simbert_losses(self.model, self._simbert_batches(idx)))
-            if self.aux is not None:
-                losses["cosent"] = cfg.cosent_weight * self._cosent(self.aux.next()[0])
-            if cfg.distill_weight > 0:
-                texts = [self.positives[i][k] for i in idx for k in (0, 1)]
-                student = self._vectors(texts)
-                teacher = torch.from_numpy(self.teacher.encode(texts, show_progress_bar=False)).to(student.device)
-                losses["distill"] = cfg.distill_weight * distill_loss(student, teacher)
-        else:
-            losses["cosent"] = self._cosent(idx)
+        elif main == "mlm":
+            losses["mlm"] = self._mlm(idx)
+        elif main == "simcse":
+            losses["simcse"] = single.pop("simcse")
+        if "cosent" in single:
+            losses["cosent"] = weight["cosent"] * single["cosent"]
+        if main == "simbert" and cfg.distill_weight > 0:
+            texts = [self.positives[i][k] for i in idx for k in (0, 1)]
+            student = self._vectors(texts)
+            teacher = torch.from_numpy(self.teacher.encode(texts, show_progress_bar=False)).to(student.device)
+            losses["distill"] = cfg.distill_weight * distill_loss(student, teacher)
         if "mlm" in self.extra:
             losses["mlm"] = cfg.mlm_weight * self._mlm(self.extra["mlm"].next()[0])
-        if "simcse" in self.extra:
-            losses["simcse"] = cfg.simcse_weight * self._simcse(self.extra["simcse"].next()[0])
+        if "simcse" in single:
+            losses["simcse"] = weight["simcse"] * single["simcse"]
         return losses, epoch_end
 
     def total_steps(self) -> int:
@@ -348,15 +367,15 @@ class Trainer:
         if cfg.lr_schedule == "time" and self._out_of_time(t0):  # a finished run, resumed: nothing to add
             log.info("the %ss time schedule was already spent at step %d", cfg.time_budget, self.step)
             total = self.step
+        # Each step's loss is checked for NaN / inf at the next log, evaluation or checkpoint,
+        # not at once: asking at once would make the host wait for the GPU on every step.
+        unchecked: list[tuple[int, torch.Tensor]] = []
         try:
             while self.step < total:
                 with autocast:
                     losses, epoch_end = self._losses()
                     loss = sum(losses.values())
-                if not torch.isfinite(loss):
-                    raise TrainingError(
-                        f"loss became {loss.item()} at step {self.step + 1}; training stopped. The last good "
-                        f"checkpoint is kept in {out / 'checkpoints'}")
+                unchecked.append((self.step + 1, loss.detach()))
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
                 opt.step()
@@ -366,6 +385,10 @@ class Trainer:
                 sched.step()
                 self.step += 1
                 bar.update(1)
+                out_of_time = self._out_of_time(t0)
+                at_checkpoint = self.step % cfg.checkpoint_every == 0 or self.step == total or out_of_time
+                if self.step % cfg.log_every == 0 or epoch_end or at_checkpoint:
+                    _check_finite(unchecked, out)
                 if self.step % cfg.log_every == 0 or self.step == total:
                     rec = {"step": self.step, "epoch": self.main.epoch, "loss": round(loss.item(), 5),
                            **{k: round(v.item(), 5) for k, v in losses.items()},
@@ -373,10 +396,9 @@ class Trainer:
                     logf.write(json.dumps(rec) + "\n")
                     logf.flush()
                     bar.set_postfix(loss=rec["loss"])
-                out_of_time = self._out_of_time(t0)
                 if epoch_end or self.step == total or out_of_time:
                     self._evaluate(out, logf)
-                if self.step % cfg.checkpoint_every == 0 or self.step == total or out_of_time:
+                if at_checkpoint:
                     self._checkpoint(out, opt, sched)
                 if out_of_time:
                     if cfg.lr_schedule == "time":  # the planned end: the rate has decayed to zero
@@ -504,6 +526,20 @@ class Trainer:
 
 _SHAPE_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
                "intermediate_size", "embedding_size", "model_type")
+
+
+def _check_finite(unchecked: list[tuple[int, torch.Tensor]], out: Path) -> None:
+    """Raise at the first of the ``(step, loss)`` pairs whose loss is NaN or infinite; empty the list."""
+    if not unchecked:
+        return
+    values = torch.stack([v.float() for _, v in unchecked]).cpu()
+    bad = (~torch.isfinite(values)).nonzero()
+    steps = [s for s, _ in unchecked]
+    unchecked.clear()
+    if len(bad):
+        i = int(bad[0])
+        raise TrainingError(f"loss became {values[i].item()} at step {steps[i]}; training stopped. The last good "
+                            f"checkpoint is kept in {out / 'checkpoints'}")
 
 
 def _ids_mask(batch: dict) -> dict:
