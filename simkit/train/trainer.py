@@ -326,7 +326,7 @@ class Trainer:
         if main == "simbert" and cfg.distill_weight > 0:
             texts = [self.positives[i][k] for i in idx for k in (0, 1)]
             student = self._vectors(texts)
-            teacher = torch.from_numpy(self.teacher.encode(texts, show_progress_bar=False)).to(student.device)
+            teacher = to_device(torch.from_numpy(self.teacher.encode(texts, show_progress_bar=False)), student.device)
             losses["distill"] = cfg.distill_weight * distill_loss(student, teacher)
         if "mlm" in self.extra:
             losses["mlm"] = cfg.mlm_weight * self._mlm(self.extra["mlm"].next()[0])
