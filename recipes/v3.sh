@@ -19,7 +19,7 @@
 #   STEP   carve | pretrain | tune | score | all
 #   SCALE  gpu (default) | cpu (the same model and pre-training, hours on two cores: six for
 #          pretrain, one and a half for tune) | smoke (a tiny model for seconds: the plumbing)
-# env: SIMKIT (the command; default: simkit), PY (the Python of the fp16 step; default: python3),
+# env: SIMKIT (the command; default: simkit), PY (the Python of the fp16 copies; default: python3),
 #      PRETRAIN_SECONDS, TUNE_SECONDS (the budgets; defaults by SCALE), TUNE_SEED (default 21),
 #      CHECKPOINT_EVERY (steps, for long runs), RESUME=1 (pretrain / tune go on from their
 #      last checkpoint if there is one: the time schedule counts the seconds already trained,
@@ -81,6 +81,16 @@ carve() {
     "$D/chinese-sts/STS-B/STS-B.train.data" "$C"/bundled-*.data
 }
 
+# a model stored in fp16 (half the bytes: what a lent machine sends back)
+fp16() {
+  PYTHONPATH="$HERE/.." "$PY" - "$1" "$2" <<'PYEOF'
+import sys
+from simkit.models.checkpoint import load_model, save_model
+model, tok, info = load_model(sys.argv[1])
+save_model(model, tok, info, sys.argv[2], dtype="fp16", overwrite=True)
+PYEOF
+}
+
 pretrain() {
   say "pretrain ($PRE s)"
   resume_or_clear "$R/mlm"
@@ -88,6 +98,7 @@ pretrain() {
     "$C"/bundled-*.data -o "$R/mlm" --backbone roformer "${SHAPE[@]}" --max-seq-length 64 \
     "${MLM[@]}" --warmup-ratio 0.06 --epochs 1000 --time-budget "$PRE" --lr-schedule time \
     --group-by-length --checkpoint-every "$CKPT" --seed 0 "${AGAIN[@]}"
+  fp16 "$R/mlm/model" "$R/mlm-fp16"  # to tune again elsewhere, as RUNS/mlm/model
 }
 
 tune() {
@@ -104,12 +115,7 @@ tune() {
     -o "$R/tune" --max-seq-length 64 "${TUNE[@]}" --cosent-weight 1 --cosent-scope file \
     "${nli[@]}" --simcse-weight 1 --warmup-ratio 0.05 \
     --epochs 1000 --time-budget "$TUNE_S" --lr-schedule time --checkpoint-every "$CKPT" --seed "${TUNE_SEED:-21}" "${AGAIN[@]}"
-  PYTHONPATH="$HERE/.." "$PY" - "$R/tune/model" "$R/v3-fp16" <<'PYEOF'
-import sys
-from simkit.models.checkpoint import load_model, save_model
-model, tok, info = load_model(sys.argv[1])
-save_model(model, tok, info, sys.argv[2], dtype="fp16", overwrite=True)
-PYEOF
+  fp16 "$R/tune/model" "$R/v3-fp16"
 }
 
 score() {

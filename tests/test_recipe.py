@@ -122,8 +122,9 @@ def test_v3_recipe_refuses_bad_arguments(tmp_path, args, code, says):
 
 @pytest.mark.slow
 def test_v3_lease_sends_the_model_back_before_scoring(tmp_path):
-    """recipes/v3-lease.sh: the trained model comes back in parts that rebuild it, whether or
-    not time is left to score; STEPS="tune" tunes a model carried to RUNS/mlm/model again."""
+    """recipes/v3-lease.sh: the tuned and the pre-trained model come back in parts that
+    rebuild them, whether or not time is left to score; STEPS="tune" tunes a model carried
+    to RUNS/mlm/model again."""
     from simkit.models.checkpoint import load_model
 
     data, runs = _data(tmp_path / "data"), tmp_path / "runs"
@@ -137,22 +138,26 @@ def test_v3_lease_sends_the_model_back_before_scoring(tmp_path):
         assert res.returncode == 0, res.stdout[-3000:]
         assert "not enough to score" in res.stdout
         files = sorted(p.name for p in out.iterdir())
-        assert files[0] == "log.txt" and all(f.startswith("model.tar.part-") for f in files[1:])
+        assert files[0] == "log.txt" and all(f.startswith(("mlm.tar.part-", "model.tar.part-")) for f in files[1:])
         assert len(files) <= 8 and all(p.stat().st_size <= 15 << 20 for p in out.iterdir())
         back = out / "back"
         back.mkdir()
-        tar = b"".join(p.read_bytes() for p in sorted(out.glob("model.tar.part-*")))
-        subprocess.run(["tar", "-xf", "-", "-C", str(back)], input=tar, check=True)
+        for name in ("mlm", "model"):
+            tar = b"".join(p.read_bytes() for p in sorted(out.glob(f"{name}.tar.part-*")))
+            if tar:
+                subprocess.run(["tar", "-xf", "-", "-C", str(back)], input=tar, check=True)
         return back
 
     back = lease(tmp_path / "out1")
     assert (back / "mlm" / "log.jsonl").is_file() and (back / "tune" / "log.jsonl").is_file()
-    model, _, _ = load_model(back / "v3-fp16")
-    assert model.config.hidden_size == 32
+    for name in ("v3-fp16", "mlm-fp16"):
+        model, _, _ = load_model(back / name)
+        assert model.config.hidden_size == 32
+        assert json.loads((back / name / "config.json").read_text())["storage_dtype"] == "fp16"
     shutil.rmtree(runs / "mlm")
-    shutil.copytree(back / "v3-fp16", runs / "mlm" / "model")  # as carried to a second lease
+    shutil.copytree(back / "mlm-fp16", runs / "mlm" / "model")  # as carried to a second lease
     back = lease(tmp_path / "out2", STEPS="tune", TUNE_SEED="22", FRESH="1")
-    assert not (back / "mlm").exists()
+    assert not (back / "mlm").exists() and not (back / "mlm-fp16").exists()  # no pre-training this time
     cfg = json.loads((runs / "tune" / "train_config.json").read_text())["train_config"]
     assert cfg["seed"] == 22
     assert (runs / "carve" / "bund").is_dir()
