@@ -151,3 +151,15 @@ def test_a_nan_loss_is_caught_at_the_next_check_and_named_by_its_step(tiny_rofor
     kept = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir() if not p.name.endswith(".lock"))
     assert kept == ["step-0000005"]  # nothing from after the bad step was written
     assert len(calls) == 8  # found at the check after step 8, the epoch's end
+
+
+def test_an_mlm_step_waits_once(tiny_roformer_dir):
+    """Masking on the device and the targets' positions found once: one wait a step (the
+    `nonzero` of those positions), besides the encoder's own padding check."""
+    model, tok, info = load_model(tiny_roformer_dir)
+    t = Trainer(model, tok, info, TrainConfig(objective="mlm", mlm_batch_size=4, max_steps=2), [],
+                sentences=[a for a, _ in POSITIVES] + [b for _, b in POSITIVES], device="cpu")
+    with _Waits() as w:
+        losses, _ = t._losses()
+        losses["mlm"].backward()
+    assert dict(w.seen) == {"nonzero": 1, "_local_scalar_dense": 1}, w.seen

@@ -132,7 +132,8 @@ def mlm_loss(model: SimBertModel, input_ids: torch.Tensor, corrupted: torch.Tens
              attention_mask: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
     """Cross-entropy of the original tokens at the chosen positions (bidirectional attention)."""
     hidden = model(corrupted, attention_mask, output_hidden_states=False).last_hidden_state
-    return F.cross_entropy(model.lm_logits(hidden[chosen]).float(), input_ids[chosen])
+    at = chosen.nonzero(as_tuple=True)  # once, as indices: a boolean index waits for the GPU each time
+    return F.cross_entropy(model.lm_logits(hidden[at]).float(), input_ids[at])
 
 
 def simcse_loss(anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor,

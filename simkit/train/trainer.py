@@ -299,7 +299,7 @@ class Trainer:
     def _mlm(self, idx: np.ndarray) -> torch.Tensor:
         batch = self._singles([self.sentences[i] for i in idx])
         tok = self.tokenizer
-        special = torch.tensor([tok.cls_token_id, tok.sep_token_id, tok.pad_token_id], device=self.device)
+        special = to_device(torch.tensor([tok.cls_token_id, tok.sep_token_id, tok.pad_token_id]), self.device)
         corrupted, chosen = mask_tokens(batch["input_ids"], batch["attention_mask"], special, tok.mask_token_id,
                                         self.model.config.vocab_size, self.config.mlm_prob)
         return mlm_loss(self.model, batch["input_ids"], corrupted, batch["attention_mask"], chosen)
@@ -340,7 +340,12 @@ class Trainer:
         return min(total, self.config.max_steps) if self.config.max_steps else total
 
     def train(self, output: str | Path, resume_from: str | Path | None = None, overwrite: bool = False) -> Path:
-        """Train; write ``output/model`` (best if an evaluator is set, else last), checkpoints and log."""
+        """Train; write ``output/model`` (best if an evaluator is set, else last), checkpoints and log.
+
+        A NaN / infinite loss raises :class:`TrainingError` at the next log, epoch end or
+        checkpoint, naming its step; nothing after that step is written, but this trainer's
+        model in memory has taken the steps up to the check (load the last checkpoint).
+        """
         cfg, out = self.config, Path(output)
         if out.exists() and resume_from is None and not overwrite and any(out.iterdir()):
             raise InputError(f"{out} already exists and is not empty; pass --overwrite or --resume")
