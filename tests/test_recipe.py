@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 CHARS = "花呗借还款怎么额度为什么天气明下雨北京孩子发烧电脑开机银行卡密码支付转账退回账户分期收益计算账单查询利息逾期关闭提升申请"
@@ -161,3 +162,15 @@ def test_v3_lease_sends_the_model_back_before_scoring(tmp_path):
     cfg = json.loads((runs / "tune" / "train_config.json").read_text())["train_config"]
     assert cfg["seed"] == 22
     assert (runs / "carve" / "bund").is_dir()
+
+
+def test_cuda_check_trains_every_objective_and_refuses_without_a_gpu():
+    """recipes/cuda-check.py, the lease's first command: the same steps on the CPU pass; with
+    no GPU visible, the default (cuda) says so in one line and exits 1."""
+    script = ROOT / "recipes" / "cuda-check.py"
+    res = subprocess.run([sys.executable, str(script), "--device", "cpu"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert [line.split(":")[1].strip() for line in res.stdout.splitlines()] == ["simbert", "mlm"]
+    if not torch.cuda.is_available():
+        res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+        assert res.returncode == 1 and res.stderr.strip() == "cuda-check: no GPU is visible to torch"
