@@ -22,10 +22,10 @@ LIMIT=${LIMIT:-520} SCORE_MIN=${SCORE_MIN:-60}
 mkdir -p "$OUT"
 LOG=$OUT/log.txt
 
-for step in ${STEPS:-carve pretrain tune}; do
+steps=" ${STEPS:-carve pretrain tune} "
+for step in $steps; do
   bash "$HERE/v3.sh" "$D" "$R" "$step" "$SCALE" 2>&1 | tee -a "$LOG" || exit 1
 done
-steps=" ${STEPS:-carve pretrain tune} "
 pack=()
 for f in v3-fp16 mlm/log.jsonl tune/log.jsonl; do [ -e "$R/$f" ] && pack+=("$f"); done
 [ "${#pack[@]}" -gt 0 ] && tar -C "$R" -cf - "${pack[@]}" | split -b 15m - "$OUT/model.tar.part-"
