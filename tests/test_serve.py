@@ -141,7 +141,8 @@ def test_encode_similarity_paraphrase(server, enc, pipe, texts):
     r = post(server, "/similarity", {"index": "faq", "pairs": [[texts[0], texts[0]], [texts[0], texts[8]]]})
     X = pipe.encode([texts[0], texts[8]])
     X /= np.linalg.norm(X, axis=1, keepdims=True)
-    np.testing.assert_allclose(r.json()["scores"], [1.0, float(X[0] @ X[1])], atol=1e-5)
+    # the server encodes the four texts as one batch (other padding): rounding, as for /encode
+    np.testing.assert_allclose(r.json()["scores"], [1.0, float(X[0] @ X[1])], atol=1e-4)
     from simkit.generate import Paraphraser
 
     r = post(server, "/paraphrase", {"index": "faq", "text": texts[0], "n": 4, "top_k": 2, "seed": 0})
