@@ -214,8 +214,8 @@ def test_streams_run_the_same_batches_side_by_side(tiny_model_dir, texts, dtype)
 
 
 def test_streams_on_the_trained_model():
-    """On the bundled model (hidden 192, where the kernels' sums split by thread count), two
-    streams give one stream's vectors on one thread, and two threads' up to rounding."""
+    """On the bundled model, two streams give one stream's vectors on one thread, and two
+    threads' up to rounding (a real model's kernels split their sums by thread count)."""
     from simkit import assets
 
     if not (assets.DEFAULT_MODEL / "config.json").is_file():

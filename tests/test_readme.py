@@ -22,7 +22,7 @@ def test_readme_python_example(tmp_path, monkeypatch):
     code = re.search(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.S).group(1)
     scope: dict = {}
     exec(compile(code, str(README), "exec"), scope)
-    assert scope["X"].shape == (4, 192)
+    assert scope["X"].shape == (4, 384)
     assert len(scope["hits"][0]) == 2 and scope["hits"][0][0]["id"] in {"q1", "q2", "q3", "q4"}
     assert (resolve_version(tmp_path / "faq-index") / "config.json").is_file()
     assert scope["load_index"]("faq-index").search_text(["花呗还款"], top_k=1, encoder=scope["enc"])
