@@ -7,7 +7,7 @@
 #          and both logs in parts (model.tar.part-aa, ...; cat them | tar -xf - -C RUNS), the
 #          pre-trained model if this lease made one (mlm.tar.part-*: RUNS/mlm-fp16, which a
 #          later lease can tune again as RUNS/mlm/model), and the scores
-# env: LIMIT (seconds the whole command may take; default 520), SCORE_MIN (the least time
+# env: LIMIT (seconds the whole command may take; default 580), SCORE_MIN (the least time
 #      worth starting the score step with; default 60), STEPS (the training steps to run;
 #      default "carve pretrain tune": "carve tune" tunes a model carried to RUNS/mlm/model),
 #      and recipes/v3.sh's own variables
@@ -18,7 +18,7 @@ if [ $# -lt 3 ]; then
 fi
 D=$1 R=$2 OUT=$3 SCALE=${4:-gpu}
 HERE=$(cd "$(dirname "$0")" && pwd)
-LIMIT=${LIMIT:-520} SCORE_MIN=${SCORE_MIN:-60}
+LIMIT=${LIMIT:-580} SCORE_MIN=${SCORE_MIN:-60}
 mkdir -p "$OUT"
 LOG=$OUT/log.txt
 

@@ -43,7 +43,7 @@ SHAPE=(--hidden-size 384 --num-layers 6 --num-heads 6 --vocab-min-freq 3)
 MLM=(--mlm-batch-size 512 --lr 6e-4 --bf16)
 EVAL=(--bootstrap 1000)
 case $SCALE in
-  gpu)   PRE=${PRETRAIN_SECONDS:-200} TUNE_S=${TUNE_SECONDS:-120}
+  gpu)   PRE=${PRETRAIN_SECONDS:-180} TUNE_S=${TUNE_SECONDS:-300}
          TUNE=(--batch-size 128 --cosent-batch-size 256 --simcse-batch-size 128 --lr 2e-4 --bf16) ;;
   cpu)   PRE=${PRETRAIN_SECONDS:-21600} TUNE_S=${TUNE_SECONDS:-5400} CHECKPOINT_EVERY=${CHECKPOINT_EVERY:-100}
          TUNE=(--batch-size 32 --cosent-batch-size 96 --simcse-batch-size 48 --micro-batches 3 --lr 2e-4 --bf16) ;;
