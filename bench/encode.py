@@ -2,8 +2,8 @@
 
 Models (``--models``): ``minilm`` = a random-weight BERT of all-MiniLM-L6's shape (6 layers,
 hidden 384; speed does not depend on the weights) with a character vocabulary of the
-sentences; ``bundled`` = simkit's trained default model (RoFormer, 8 x 192), saved as a plain
-Hugging Face directory. Every runner loads that directory with mean pooling and encodes the
+sentences; ``bundled`` = simkit's trained default model (RoFormer: 8 x 192 in the figures
+below, 6 x 384 since v4), saved as a plain Hugging Face directory. Every runner loads that directory with mean pooling and encodes the
 same sentences with batch size 32 (simkit: token budget 32 x 32). The runs alternate (each runner once per round, ``--repeats``
 rounds) so that load from other processes hits all alike; the table shows medians.
 
@@ -53,7 +53,7 @@ peer (sentence-transformers fp32 in both), every cosine to fp32 >= 0.9998:
 * MiniLM shape (BERT: only the fused q/k/v applies): simkit torch int8 2.27x (1479 sent/s),
   onnx int8 1.52x, torch fp32 1.16x (68% of the measured 332 GFLOP/s matmul peak), onnx
   fp32 1.11x, torch bf16 0.70x; plain onnxruntime fp32 / int8 0.50x / 0.91x.
-* bundled (RoFormer 8 x 192): simkit torch int8 1.93x (2272 sent/s), onnx int8 1.34x, torch
+* bundled (RoFormer 8 x 192, before v4): simkit torch int8 1.93x (2272 sent/s), onnx int8 1.34x, torch
   fp32 1.35x (48% of 331 GFLOP/s), onnx fp32 1.06x, torch bf16 0.88x; plain onnxruntime
   fp32 / int8 0.54x / 0.70x.
 
@@ -122,6 +122,16 @@ def sentences(data_dir: Path | None, n: int, seed: int) -> list[str]:
         texts += ["".join(rng.choice(chars, size=int(rng.integers(6, 40)))) for _ in range(n - len(texts))]
     rng = np.random.default_rng(seed)
     return [texts[i] for i in rng.permutation(len(texts))[:n]]
+
+
+def bundled_shape() -> str:
+    """The bundled model's layers x hidden, as its config records them."""
+    import json
+
+    from simkit import assets
+
+    cfg = json.loads((Path(assets.default_model_dir()) / "config.json").read_text())["backbone_config"]
+    return f"{cfg['num_hidden_layers']} x {cfg['hidden_size']}"
 
 
 def build_model(texts: list[str], kind: str, path: Path) -> None:
@@ -336,7 +346,7 @@ def run_model(kind: str, texts: list[str], args, peak: float) -> None:
     good = [p for p in peers if min_cos(vecs[p], ref) >= 0.99]
     best_peer = min(good or peers, key=med.get)
     shape = "MiniLM shape, random weights" if kind == "minilm" else (
-        "bundled trained RoFormer 8 x 192" if kind == "bundled" else "base shape, random weights")
+        f"bundled trained RoFormer {bundled_shape()}" if kind == "bundled" else "base shape, random weights")
     print(f"\n### {kind}: {shape}; {len(texts)} sentences, batch 32, max_seq_length {ml}, "
           f"{args.threads} threads, median of {args.repeats} alternating rounds")
     print(f"best peer (cos >= 0.99): {best_peer}; fp32 matmul peak (best measured) {peak:.0f} GFLOP/s\n")

@@ -62,7 +62,7 @@ def main() -> None:
         "--no-repeat-ngram-size", "2", "--rerank", "likelihood", "--min-score", "-1.2",
         "--model", model, "--seed", "0")
     # The eval harness reads the senteval_cn layout: DIR/<TASK>/<TASK>.<split>.data. No
-    # whitening here: 55 sentences cannot estimate a 192-dim covariance (N < d).
+    # whitening here: 55 sentences cannot estimate a 384-dim covariance (N < d).
     sts = out / "sts" / "DEMO"
     sts.mkdir(parents=True, exist_ok=True)
     (sts / "DEMO.valid.data").write_bytes(assets.demo_sts().read_bytes())

@@ -1,7 +1,7 @@
 """simkit: Chinese sentence embeddings and semantic search.
 
 >>> from simkit import Encoder
->>> Encoder().encode(["花呗怎么还款"]).shape       # (1, 192) with the bundled model
+>>> Encoder().encode(["花呗怎么还款"]).shape       # (1, 384) with the bundled model
 """
 
 from __future__ import annotations

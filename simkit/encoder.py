@@ -72,7 +72,7 @@ class Encoder:
     thread count).
 
     >>> Encoder(dtype="int8", num_threads=2, num_streams=2).encode(["花呗怎么还款"]).shape
-    (1, 192)
+    (1, 384)
     """
 
     def __init__(

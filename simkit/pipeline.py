@@ -48,7 +48,7 @@ class Pipeline:
     >>> p = Pipeline(backend="onnx", dtype="int8")
     >>> p.save("faq-pipeline")          # config.json + onnx/ (the export, versions recorded)
     >>> Pipeline.load("faq-pipeline").encode(["花呗怎么还款"]).shape
-    (1, 192)
+    (1, 384)
     """
 
     # What identifies a pipeline; saved in config.json and compared between artifacts.
