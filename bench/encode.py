@@ -3,8 +3,8 @@
 Models (``--models``): ``minilm`` = a random-weight BERT of all-MiniLM-L6's shape (6 layers,
 hidden 384; speed does not depend on the weights) with a character vocabulary of the
 sentences; ``bundled`` = simkit's trained default model (RoFormer: 8 x 192 in the figures
-below, 6 x 384 since v4), saved as a plain Hugging Face directory. Every runner loads that directory with mean pooling and encodes the
-same sentences with batch size 32 (simkit: token budget 32 x 32). The runs alternate (each runner once per round, ``--repeats``
+below, 6 x 384 since v4), saved as a plain Hugging Face directory. Every runner loads that
+directory with mean pooling and encodes the same sentences with batch size 32 (simkit: token budget 32 x 32). The runs alternate (each runner once per round, ``--repeats``
 rounds) so that load from other processes hits all alike; the table shows medians.
 
 Peers: sentence-transformers fp32 and bf16, and fp32 in its multi-process pool (one process
@@ -24,6 +24,16 @@ fraction of it the simkit fp32 paths reach in useful FLOPs (no padding counted).
 
 simkit's torch fp32 / int8 and onnx int8 also run with ``num_streams`` = threads (batches
 side by side, one thread each).
+
+v4 (6 x 384), ``--models bundled --n 10000 --repeats 2 --threads 2``, 2026-11-28, AMD EPYC
+(AVX-512 VNNI + bf16), load 3.05 at the start, 2.81 at the end, one run. The fastest peer
+was sentence-transformers bf16 (686.0 sent/s); ratios to it: simkit torch int8 with 2
+streams 1.84x (1264.9 sent/s), onnx int8 with 2 streams 1.73x, torch int8 1.48x, onnx int8
+1.19x, torch bf16 1.14x, torch fp32 0.67x (1.19x sentence-transformers fp32; 74% of the
+measured 184 GFLOP/s peak); plain onnxruntime int8 0.80x. Min cosine to fp32: 0.998588
+(torch int8), 0.999757 (onnx int8).
+
+The figures below were measured with the 8 x 192 default before v4 ("bundled").
 
 Two runs of ``--sentences ../shared/data/chinese-pairs/sentences --n 10000 --repeats 2``,
 2026-11-28 (Intel Xeon, AVX-512 VNNI + bf16, no AMX; 2 threads; load 1.3 -> 3.2 and 1.7 ->
