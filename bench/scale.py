@@ -56,6 +56,7 @@ def corpus(data_dir: Path, n: int, out: Path, files: int = 4) -> list[Path]:
 
 def run_engine(inputs, out: Path, engine: str, threads: int, workers: int | None, shard_size: int) -> dict:
     from simkit.engines import encode_sharded
+    from simkit.fsutil import resolve_version
     from simkit.pipeline import Pipeline
     from simkit.threads import configure_threads
 
@@ -64,7 +65,7 @@ def run_engine(inputs, out: Path, engine: str, threads: int, workers: int | None
     s = encode_sharded(inputs, out, Pipeline(num_threads=threads), engine=engine, shard_size=shard_size,
                        num_workers=workers, num_cpus_per_worker=threads if engine == "local" else 1)
     wall = time.perf_counter() - t0
-    man = json.loads((out / "manifest.json").read_text())
+    man = json.loads((resolve_version(out) / "manifest.json").read_text())  # a versioned store
     return {"count": s["count"], "wall_s": wall, "manifest": man}
 
 
