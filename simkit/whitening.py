@@ -233,11 +233,15 @@ class Whitening(TransformerMixin, BaseEstimator):
         below = s < floor
         degenerate = int(below[:k].sum())
         if degenerate:
+            # n centred rows span at most n - 1 directions: the rest of the fit is rounding,
+            # and the cure is more rows, not a different eps
+            few = (f"; {n} samples span at most {n - 1} of {d} directions: fit on more "
+                   f"samples than dimensions, or keep n_components below {n}") if n <= d else ""
             warnings.warn(
                 f"whitening: the covariance is rank-deficient: {degenerate} of the {k} kept "
                 f"directions ({int(below.sum())} of all {d}) have variance below eps * largest "
                 f"= {floor:.3g} and are scaled by 1/sqrt({floor:.3g}) instead "
-                f"(n_samples={n}, dim={d})",
+                f"(n_samples={n}, dim={d}){few}",
                 stacklevel=3,
             )
         scale = 1.0 / np.sqrt(np.maximum(s[:k], floor))

@@ -128,6 +128,15 @@ def test_fewer_samples_than_dims():
     w, msg = _fit_warns(X)
     # 10 centred rows span 9 directions: 23 of the 32 eigenvalues are 0 up to rounding.
     assert w.n_degenerate_ == 23 and "23 of the 32 kept" in msg
+    assert "10 samples span at most 9 of 32 directions" in msg  # the cause, and the cure
+    assert "n_components below 10" in msg
+
+
+def test_no_hint_when_samples_outnumber_dims():
+    X = make_data(n=200, d=8)
+    X[:, 3] = 0.0  # a dead dimension: rank-deficient with plenty of rows
+    w, msg = _fit_warns(X)
+    assert w.n_degenerate_ == 1 and "span at most" not in msg
 
 
 def test_duplicate_rows():
