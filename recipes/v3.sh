@@ -21,6 +21,9 @@
 #          pretrain, one and a half for tune) | smoke (a tiny model for seconds: the plumbing)
 # env: SIMKIT (the command; default: simkit), PY (the Python of the fp16 copies; default: python3),
 #      PRETRAIN_SECONDS, TUNE_SECONDS (the budgets; defaults by SCALE), TUNE_SEED (default 21),
+#      INIT (the model tune starts from; default RUNS/mlm/model, e.g. simkit/data/default-model
+#      to tune the shipped model further), STSB_REPEATS (times STS-B's graded train lines are
+#      given to tune; default 1),
 #      CHECKPOINT_EVERY (steps, for long runs), RESUME=1 (pretrain / tune go on from their
 #      last checkpoint if there is one: the time schedule counts the seconds already trained,
 #      so a long CPU run can span several sittings), FRESH=1 (replace such a run)
@@ -103,15 +106,16 @@ pretrain() {
 
 tune() {
   say "tune ($TUNE_S s)"
-  local valid=() lp=() nli=()
+  local valid=() lp=() nli=() stsb=()
   resume_or_clear "$R/tune"
   for t in ATEC BQ LCQMC PAWSX STS-B; do valid+=(--valid "$C/bund/$t/$t.select.data"); done
   for f in "$N"/*.tsv; do nli+=(--nli "$f"); done
   # LCQMC and PAWSX have no train split here: their few lines are given five times, so that
   # the large banking files do not crowd them out
   for _ in 1 2 3 4 5; do lp+=("$C/bundled-LCQMC.data" "$C/bundled-PAWSX.data"); done
-  "${SK[@]}" -q train simbert "$P"/*.tsv "$D/chinese-sts/STS-B/STS-B.train.data" "$C/bundled-ATEC.data" \
-    "$C/bundled-BQ.data" "$C/bundled-STS-B.data" "${lp[@]}" "${valid[@]}" --init "$R/mlm/model" \
+  for _ in $(seq "${STSB_REPEATS:-1}"); do stsb+=("$D/chinese-sts/STS-B/STS-B.train.data"); done
+  "${SK[@]}" -q train simbert "$P"/*.tsv "${stsb[@]}" "$C/bundled-ATEC.data" \
+    "$C/bundled-BQ.data" "$C/bundled-STS-B.data" "${lp[@]}" "${valid[@]}" --init "${INIT:-$R/mlm/model}" \
     -o "$R/tune" --max-seq-length 64 "${TUNE[@]}" --cosent-weight 1 --cosent-scope file \
     "${nli[@]}" --simcse-weight 1 --warmup-ratio 0.05 \
     --epochs 1000 --time-budget "$TUNE_S" --lr-schedule time --checkpoint-every "$CKPT" --seed "${TUNE_SEED:-21}" "${AGAIN[@]}"
