@@ -23,7 +23,7 @@
 #      PRETRAIN_SECONDS, TUNE_SECONDS (the budgets; defaults by SCALE), TUNE_SEED (default 21),
 #      INIT (the model tune starts from; default RUNS/mlm/model, e.g. simkit/data/default-model
 #      to tune the shipped model further), STSB_REPEATS (times STS-B's graded train lines are
-#      given to tune; default 1),
+#      given to tune; default 1), TUNE_LR (tune's peak learning rate; default 2e-4),
 #      CHECKPOINT_EVERY (steps, for long runs), RESUME=1 (pretrain / tune go on from their
 #      last checkpoint if there is one: the time schedule counts the seconds already trained,
 #      so a long CPU run can span several sittings), FRESH=1 (replace such a run)
@@ -47,9 +47,9 @@ MLM=(--mlm-batch-size 512 --lr 6e-4 --bf16)
 EVAL=(--bootstrap 1000)
 case $SCALE in
   gpu)   PRE=${PRETRAIN_SECONDS:-180} TUNE_S=${TUNE_SECONDS:-300}
-         TUNE=(--batch-size 128 --cosent-batch-size 256 --simcse-batch-size 128 --lr 2e-4 --bf16) ;;
+         TUNE=(--batch-size 128 --cosent-batch-size 256 --simcse-batch-size 128 --lr "${TUNE_LR:-2e-4}" --bf16) ;;
   cpu)   PRE=${PRETRAIN_SECONDS:-21600} TUNE_S=${TUNE_SECONDS:-5400} CHECKPOINT_EVERY=${CHECKPOINT_EVERY:-100}
-         TUNE=(--batch-size 32 --cosent-batch-size 96 --simcse-batch-size 48 --micro-batches 3 --lr 2e-4 --bf16) ;;
+         TUNE=(--batch-size 32 --cosent-batch-size 96 --simcse-batch-size 48 --micro-batches 3 --lr "${TUNE_LR:-2e-4}" --bf16) ;;
   smoke) SHAPE=(--hidden-size 32 --num-layers 2 --num-heads 2 --vocab-min-freq 1)
          MLM=(--mlm-batch-size 8 --lr 1e-3); PRE=${PRETRAIN_SECONDS:-3}
          TUNE=(--batch-size 4 --cosent-batch-size 8 --simcse-batch-size 4 --lr 1e-3)
